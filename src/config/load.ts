@@ -1,0 +1,126 @@
+// Builds the configuration from defaults, an optional JSON file (--config or LACRE_CONFIG) and
+// LACRE_* environment variables (env wins over the file). An invalid value stops start-up with a
+// message naming the setting, where it came from, the value, and what is allowed.
+import { readFileSync } from 'node:fs';
+import { configSchema, type Config } from './schema.ts';
+
+/** Each environment variable and the setting it overrides; docs/configuration.md lists the same. */
+export const ENV_SETTINGS: ReadonlyArray<{ env: string; path: string[]; list?: boolean }> = [
+  { env: 'LACRE_DATA_DIR', path: ['dataDir'] },
+  { env: 'LACRE_MASTER_KEY', path: ['masterKey'] },
+  { env: 'LACRE_RETIRED_MASTER_KEYS', path: ['retiredMasterKeys'], list: true },
+  { env: 'LACRE_HTTP_HOST', path: ['http', 'host'] },
+  { env: 'LACRE_HTTP_PORT', path: ['http', 'port'] },
+  { env: 'LACRE_LOG_LEVEL', path: ['log', 'level'] },
+  { env: 'LACRE_QUEUE_MIN_BACKOFF', path: ['queue', 'minBackoff'] },
+  { env: 'LACRE_QUEUE_MAX_BACKOFF', path: ['queue', 'maxBackoff'] },
+  { env: 'LACRE_QUEUE_MAX_AGE', path: ['queue', 'maxAge'] },
+  { env: 'LACRE_QUEUE_LEASE', path: ['queue', 'lease'] },
+  { env: 'LACRE_QUEUE_POLL_INTERVAL', path: ['queue', 'pollInterval'] },
+  { env: 'LACRE_QUEUE_CONCURRENCY', path: ['queue', 'concurrency'] },
+  { env: 'LACRE_QUEUE_SHUTDOWN_GRACE', path: ['queue', 'shutdownGrace'] },
+];
+
+/** Settings whose values are secrets: never echoed back in an error message. */
+const SECRET_PATHS = new Set(['masterKey', 'retiredMasterKeys']);
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Path given with --config; LACRE_CONFIG is used when absent. */
+  file?: string;
+}
+
+type Tree = Record<string, unknown>;
+
+export function loadConfig(options: LoadOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const sources = new Map<string, string>();
+  const raw: Tree = {};
+
+  const file = options.file ?? env.LACRE_CONFIG;
+  if (file) {
+    const fromFile = readConfigFile(file);
+    mergeInto(raw, fromFile);
+    for (const path of leafPaths(fromFile)) sources.set(path, `${path} in ${file}`);
+  }
+  for (const { env: name, path, list } of ENV_SETTINGS) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    setPath(raw, path, list ? value.split(',').map((v) => v.trim()).filter(Boolean) : value);
+    sources.set(path.join('.'), name);
+  }
+
+  const parsed = configSchema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const lines = parsed.error.issues.map((issue) => {
+    const path = issue.path.map(String);
+    // A list item's error belongs to the list's setting.
+    const key = sources.has(path.join('.')) ? path.join('.') : path.filter((p) => !/^\d+$/.test(p)).join('.');
+    const source = sources.get(key);
+    const setting = source && source !== key ? `${source} (${key || 'config'})` : key || 'config';
+    const value = getPath(raw, path);
+    const shown = SECRET_PATHS.has(path[0] ?? '') ? '(secret, not shown)' : JSON.stringify(value);
+    const allowed = issue.code === 'unrecognized_keys' ? `unknown setting(s) ${issue.keys.join(', ')}` : issue.message;
+    return value === undefined ? `  ${setting}: ${allowed}` : `  ${setting} = ${shown}: ${allowed}`;
+  });
+  throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+}
+
+function readConfigFile(file: string): Tree {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(`config file ${file} must hold a JSON object`);
+  }
+  return value as Tree;
+}
+
+function mergeInto(target: Tree, source: Tree): void {
+  for (const [key, value] of Object.entries(source)) {
+    const existing = target[key];
+    if (isTree(value) && isTree(existing)) mergeInto(existing, value);
+    else target[key] = isTree(value) ? structuredClone(value) : value;
+  }
+}
+
+function leafPaths(tree: Tree, prefix: string[] = []): string[] {
+  return Object.entries(tree).flatMap(([key, value]) =>
+    isTree(value) ? leafPaths(value, [...prefix, key]) : [[...prefix, key].join('.')],
+  );
+}
+
+function setPath(tree: Tree, path: string[], value: unknown): void {
+  let node = tree;
+  for (const key of path.slice(0, -1)) {
+    if (!isTree(node[key])) node[key] = {};
+    node = node[key] as Tree;
+  }
+  node[path[path.length - 1]] = value;
+}
+
+function getPath(tree: unknown, path: string[]): unknown {
+  let node = tree;
+  for (const key of path) {
+    if (!node || typeof node !== 'object') return undefined;
+    node = (node as Tree)[key];
+  }
+  return node;
+}
+
+function isTree(value: unknown): value is Tree {
+  return !!value && typeof value === 'object' && !Array.isArray(value);
+}

@@ -1,0 +1,135 @@
+// Seals personal data and message content before it reaches any store engine (AES-256-GCM), and
+// computes keyed hashes (HMAC-SHA256) so lookups by address never need plaintext.
+// May import: ./keyring.ts and node built-ins.
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import type { Keyring, MasterKey } from './keyring.ts';
+
+// Layout of a sealed value: version (1) | key id (8) | IV (12) | ciphertext | GCM tag (16).
+const VERSION = 1;
+const ID_LEN = 8;
+const IV_LEN = 12;
+const TAG_LEN = 16;
+const HEADER_LEN = 1 + ID_LEN + IV_LEN;
+
+export class SealError extends Error {
+  override name = 'SealError';
+}
+
+export class Sealer {
+  #keyring: Keyring;
+  #dataKeys = new Map<string, Buffer>();
+  #lookupKey: Buffer | null = null;
+
+  constructor(keyring: Keyring) {
+    this.#keyring = keyring;
+  }
+
+  get currentKeyId(): string {
+    return this.#keyring.current.idHex;
+  }
+
+  get keyIds(): string[] {
+    return [...this.#keyring.byId.keys()];
+  }
+
+  /**
+   * Encrypts a value. `context` names where it will live (e.g. "recipients.address") and is
+   * authenticated, so a sealed value copied into another column or table fails to open.
+   */
+  seal(plaintext: Buffer | string, context: string): Buffer {
+    const master = this.#keyring.current;
+    const iv = randomBytes(IV_LEN);
+    const header = Buffer.concat([Buffer.from([VERSION]), master.id, iv]);
+    const cipher = createCipheriv('aes-256-gcm', this.#dataKey(master), iv);
+    cipher.setAAD(Buffer.concat([header, Buffer.from(context, 'utf8')]));
+    const body = cipher.update(typeof plaintext === 'string' ? Buffer.from(plaintext, 'utf8') : plaintext);
+    return Buffer.concat([header, body, cipher.final(), cipher.getAuthTag()]);
+  }
+
+  open(sealed: Uint8Array, context: string): Buffer {
+    const value = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+    if (value.length < HEADER_LEN + TAG_LEN || value[0] !== VERSION) {
+      throw new SealError(`sealed value for ${context} is malformed`);
+    }
+    const idHex = value.subarray(1, 1 + ID_LEN).toString('hex');
+    const master = this.#keyring.byId.get(idHex);
+    if (!master) throw new SealError(`sealed value for ${context} needs key ${idHex}, which is not in the keyring`);
+    const header = value.subarray(0, HEADER_LEN);
+    const decipher = createDecipheriv('aes-256-gcm', this.#dataKey(master), value.subarray(1 + ID_LEN, HEADER_LEN));
+    decipher.setAAD(Buffer.concat([header, Buffer.from(context, 'utf8')]));
+    decipher.setAuthTag(value.subarray(value.length - TAG_LEN));
+    try {
+      return Buffer.concat([decipher.update(value.subarray(HEADER_LEN, value.length - TAG_LEN)), decipher.final()]);
+    } catch {
+      throw new SealError(`sealed value for ${context} failed authentication (tampered, or sealed for another place)`);
+    }
+  }
+
+  openString(sealed: Uint8Array, context: string): string {
+    return this.open(sealed, context).toString('utf8');
+  }
+
+  /** The id of the key a value was sealed with, without opening it. */
+  static keyIdOf(sealed: Uint8Array): string {
+    return Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength).subarray(1, 1 + ID_LEN).toString('hex');
+  }
+
+  /** Re-seals a value under the current key, or returns null when it already is. */
+  reseal(sealed: Uint8Array, context: string): Buffer | null {
+    if (Sealer.keyIdOf(sealed) === this.currentKeyId) return null;
+    return this.seal(this.open(sealed, context), context);
+  }
+
+  /**
+   * The lookup key is random and kept (sealed) in the store rather than derived from the master
+   * key, so that rotating the master key does not change every stored hash (suppression lists,
+   * address lookups) and can be done row by row.
+   */
+  setLookupKey(key: Buffer): void {
+    if (key.length !== 32) throw new Error('lookup key must be 32 bytes');
+    this.#lookupKey = key;
+  }
+
+  /** Keyed hash used for equality lookups; `kind` separates e.g. addresses from domains. */
+  lookupHash(kind: string, value: string): string {
+    if (!this.#lookupKey) throw new Error('lookup key not loaded (open the store first)');
+    return createHmac('sha256', this.#lookupKey).update(`${kind}\0${value}`).digest('hex');
+  }
+
+  addressHash(address: string): string {
+    return this.lookupHash('address', normalizeAddress(address));
+  }
+
+  domainHash(domain: string): string {
+    return this.lookupHash('domain', domain.toLowerCase());
+  }
+
+  /** A short keyed hash of an address for logs: correlates lines without revealing who. */
+  logTag(address: string): string {
+    return this.addressHash(address).slice(0, 12);
+  }
+
+  #dataKey(master: MasterKey): Buffer {
+    let key = this.#dataKeys.get(master.idHex);
+    if (!key) {
+      // Domain separation: the master key itself never encrypts data, so adding uses later is safe.
+      key = Buffer.from(hkdfSync('sha256', master.key, Buffer.alloc(0), 'lacre seal v1', 32));
+      this.#dataKeys.set(master.idHex, key);
+    }
+    return key;
+  }
+}
+
+/**
+ * Addresses compare case-insensitively for lookups (suppression, erasure). RFC 5321 §2.4 lets the
+ * local part be case-sensitive, but no mainstream receiver treats it so, and treating Bob@ and
+ * bob@ as different people would let a suppressed address be mailed again.
+ */
+export function normalizeAddress(address: string): string {
+  return address.trim().toLowerCase();
+}
+
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+}
