@@ -1,0 +1,25 @@
+// The seam between Lacre's stores and a SQL database. Two engines implement it: SQLite
+// (node:sqlite, the embedded default) and PostgreSQL (scale-out). SQL written against it uses `?`
+// placeholders and portable types; dialect differences are named here, not scattered.
+
+export type SqlValue = string | number | bigint | null | Uint8Array;
+
+export interface SqlExecutor {
+  all<T = Record<string, unknown>>(sql: string, params?: SqlValue[]): Promise<T[]>;
+  get<T = Record<string, unknown>>(sql: string, params?: SqlValue[]): Promise<T | undefined>;
+  run(sql: string, params?: SqlValue[]): Promise<{ changes: number }>;
+}
+
+export interface SqlEngine extends SqlExecutor {
+  readonly dialect: 'sqlite' | 'postgres';
+  /**
+   * Runs `fn` in one write transaction, committed durably before the promise resolves; rolled
+   * back if `fn` throws. Nothing else runs on this connection meanwhile.
+   */
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /** Appended to the SELECT that picks rows to lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL). */
+  readonly claimLockClause: string;
+  /** Column type for binary data (sealed values): BLOB or BYTEA. */
+  readonly blobType: string;
+  close(): Promise<void>;
+}

@@ -1,0 +1,440 @@
+// The store: the only module that knows SQL. It owns the schema, seals personal data and content
+// on the way in (through the Sealer) and opens it on the way out, and implements the queue's
+// durable operations (enqueue, lease, complete, release) as single transactions.
+// May import: ../sealing, ./engine and its implementations.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Sealer, domainOf } from '../sealing/sealer.ts';
+import type { SqlEngine, SqlExecutor } from './engine.ts';
+import { migrate } from './migrations.ts';
+import { SqliteEngine } from './sqlite-engine.ts';
+import { uuidv7 } from './ids.ts';
+import type {
+  AttemptResult,
+  AttemptView,
+  ClaimedRecipient,
+  MessageView,
+  NewMessage,
+  RecipientState,
+  RecipientView,
+} from './records.ts';
+
+/** Every sealed column, with the context its values are bound to (see Sealer.seal). */
+export const SEALED_COLUMNS = [
+  { table: 'settings', key: 'name', column: 'value_sealed' },
+  { table: 'messages', key: 'id', column: 'sender_sealed' },
+  { table: 'messages', key: 'id', column: 'metadata_sealed' },
+  { table: 'message_contents', key: 'message_id', column: 'content_sealed' },
+  { table: 'recipients', key: 'id', column: 'reason_sealed' },
+  { table: 'recipients', key: 'id', column: 'address_sealed' },
+  { table: 'attempts', key: 'id', column: 'detail_sealed' },
+] as const;
+
+const ctx = (table: string, column: string) => `${table}.${column}`;
+
+export interface StoreOptions {
+  dataDir: string;
+  sealer: Sealer;
+}
+
+export class Store {
+  readonly engine: SqlEngine;
+  readonly sealer: Sealer;
+
+  private constructor(engine: SqlEngine, sealer: Sealer) {
+    this.engine = engine;
+    this.sealer = sealer;
+  }
+
+  /** Opens the embedded database in the data dir, applies migrations and loads the lookup key. */
+  static async open(options: StoreOptions): Promise<Store> {
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    const engine = new SqliteEngine(join(options.dataDir, 'lacre.db'));
+    return Store.openWith(engine, options.sealer);
+  }
+
+  static async openWith(engine: SqlEngine, sealer: Sealer): Promise<Store> {
+    try {
+      await migrate(engine);
+      const store = new Store(engine, sealer);
+      sealer.setLookupKey(await store.#lookupKey());
+      return store;
+    } catch (err) {
+      await engine.close();
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.engine.close();
+  }
+
+  async #lookupKey(): Promise<Buffer> {
+    const context = ctx('settings', 'value_sealed');
+    return this.engine.transaction(async (tx) => {
+      const row = await tx.get<{ value_sealed: Uint8Array }>('SELECT value_sealed FROM settings WHERE name = ?', ['lookup_key']);
+      if (row) return this.sealer.open(row.value_sealed, context);
+      const key = randomBytes(32);
+      await tx.run('INSERT INTO settings (name, value_sealed) VALUES (?, ?)', ['lookup_key', this.sealer.seal(key, context)]);
+      return key;
+    });
+  }
+
+  // ---- queue ---------------------------------------------------------------------------------
+
+  /** Commits a message, its content and its recipients in one durable transaction. */
+  async insertMessage(message: NewMessage): Promise<void> {
+    const s = this.sealer;
+    await this.engine.transaction(async (tx) => {
+      await tx.run(
+        `INSERT INTO messages (id, created_at, expires_at, source, sender_sealed, metadata_sealed, content_size, require_tls)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
+          message.id,
+          message.createdAt,
+          message.expiresAt,
+          message.source,
+          message.sender === null ? null : s.seal(message.sender, ctx('messages', 'sender_sealed')),
+          s.seal(JSON.stringify(message.metadata), ctx('messages', 'metadata_sealed')),
+          message.content.length,
+          message.requireTls ? 1 : 0,
+        ],
+      );
+      await tx.run('INSERT INTO message_contents (message_id, content_sealed) VALUES (?, ?)', [
+        message.id,
+        s.seal(message.content, ctx('message_contents', 'content_sealed')),
+      ]);
+      let position = 0;
+      for (const recipient of message.recipients) {
+        await tx.run(
+          `INSERT INTO recipients (id, message_id, position, address_sealed, address_hash, domain_hash, state,
+             next_attempt_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
+          [
+            recipient.id,
+            message.id,
+            position++,
+            s.seal(recipient.address, ctx('recipients', 'address_sealed')),
+            s.addressHash(recipient.address),
+            s.domainHash(domainOf(recipient.address)),
+            message.firstAttemptAt,
+            message.createdAt,
+          ],
+        );
+      }
+    });
+  }
+
+  /**
+   * Leases up to `limit` due recipients to `owner` until `now + leaseMs`. A due recipient is
+   * queued or deferred, its next attempt time has come, and it has no live lease: an expired lease
+   * means its worker died, so its open attempt is closed as abandoned and the work is taken over.
+   */
+  async claimDue(options: { owner: string; now: number; leaseMs: number; limit: number }): Promise<ClaimedRecipient[]> {
+    const { owner, now, leaseMs, limit } = options;
+    const rows = await this.engine.transaction(async (tx) => {
+      const due = await tx.all<{ id: string; lease_token: string | null }>(
+        `SELECT id, lease_token FROM recipients
+          WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
+            AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
+          ORDER BY next_attempt_at, id
+          LIMIT ? ${this.engine.claimLockClause}`,
+        [now, now, limit],
+      );
+      const claimed = [];
+      for (const { id, lease_token: staleToken } of due) {
+        if (staleToken) {
+          await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'abandoned' WHERE id = ? AND ended_at IS NULL`, [
+            now,
+            staleToken,
+          ]);
+        }
+        const token = uuidv7(now);
+        await tx.run(
+          `UPDATE recipients SET lease_owner = ?, lease_token = ?, lease_expires_at = ?,
+                  attempt_count = attempt_count + 1, updated_at = ?
+            WHERE id = ?`,
+          [owner, token, now + leaseMs, now, id],
+        );
+        const recipient = await tx.get<{ message_id: string }>('SELECT message_id FROM recipients WHERE id = ?', [id]);
+        await tx.run('INSERT INTO attempts (id, recipient_id, message_id, worker, started_at) VALUES (?, ?, ?, ?, ?)', [
+          token,
+          id,
+          recipient!.message_id,
+          owner,
+          now,
+        ]);
+        claimed.push(id);
+      }
+      if (claimed.length === 0) return [];
+      return tx.all<ClaimRow>(
+        `SELECT r.id, r.message_id, r.address_sealed, r.domain_hash, r.lease_token, r.attempt_count, r.lease_expires_at,
+                m.sender_sealed, m.require_tls, m.created_at, m.expires_at
+           FROM recipients r JOIN messages m ON m.id = r.message_id
+          WHERE r.id IN (${claimed.map(() => '?').join(', ')})
+          ORDER BY r.message_id, r.position`,
+        claimed,
+      );
+    });
+    return rows.map((row) => {
+      const address = this.sealer.openString(row.address_sealed, ctx('recipients', 'address_sealed'));
+      return {
+        recipientId: row.id,
+        messageId: row.message_id,
+        address,
+        domain: domainOf(address),
+        domainHash: row.domain_hash,
+        attemptId: row.lease_token,
+        attemptNumber: Number(row.attempt_count),
+        leaseExpiresAt: Number(row.lease_expires_at),
+        sender: row.sender_sealed ? this.sealer.openString(row.sender_sealed, ctx('messages', 'sender_sealed')) : null,
+        requireTls: Number(row.require_tls) === 1,
+        createdAt: Number(row.created_at),
+        expiresAt: Number(row.expires_at),
+      };
+    });
+  }
+
+  /** Extends live leases held by `owner`; returns the attempt ids whose lease is still held. */
+  async renewLeases(owner: string, attemptIds: string[], until: number): Promise<string[]> {
+    if (attemptIds.length === 0) return [];
+    return this.engine.transaction(async (tx) => {
+      const held: string[] = [];
+      for (const token of attemptIds) {
+        const { changes } = await tx.run(
+          'UPDATE recipients SET lease_expires_at = ? WHERE lease_token = ? AND lease_owner = ?',
+          [until, token, owner],
+        );
+        if (changes === 1) held.push(token);
+      }
+      return held;
+    });
+  }
+
+  /**
+   * Records the end of an attempt and the recipient's new state, only if the attempt still holds
+   * the recipient's lease (a fencing token): a worker that lost its lease cannot finalise a
+   * recipient that another worker has taken over. Returns false when the lease was lost.
+   */
+  async completeAttempt(result: AttemptResult): Promise<boolean> {
+    const final = result.state !== 'queued' && result.state !== 'deferred';
+    return this.engine.transaction(async (tx) => {
+      const { changes } = await tx.run(
+        `UPDATE recipients
+            SET state = ?, next_attempt_at = ?, reason_sealed = ?, updated_at = ?, finalized_at = ?,
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+          WHERE id = ? AND lease_token = ? AND state IN ('queued', 'deferred')`,
+        [
+          result.state,
+          result.nextAttemptAt,
+          result.reason === null ? null : this.sealer.seal(result.reason, ctx('recipients', 'reason_sealed')),
+          result.endedAt,
+          final ? result.endedAt : null,
+          result.recipientId,
+          result.attemptId,
+        ],
+      );
+      if (changes !== 1) return false;
+      await tx.run(
+        `UPDATE attempts SET ended_at = ?, outcome = ?, reply_code = ?, enhanced_code = ?, detail_sealed = ? WHERE id = ?`,
+        [
+          result.endedAt,
+          result.outcome,
+          result.replyCode,
+          result.enhancedCode,
+          this.sealer.seal(JSON.stringify(result.detail), ctx('attempts', 'detail_sealed')),
+          result.attemptId,
+        ],
+      );
+      return true;
+    });
+  }
+
+  /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */
+  async releaseLease(recipientId: string, attemptId: string, now: number): Promise<boolean> {
+    return this.engine.transaction(async (tx) => {
+      const { changes } = await tx.run(
+        `UPDATE recipients SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?,
+                attempt_count = attempt_count - 1
+          WHERE id = ? AND lease_token = ?`,
+        [now, recipientId, attemptId],
+      );
+      if (changes === 1) {
+        await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'released' WHERE id = ?`, [now, attemptId]);
+      }
+      return changes === 1;
+    });
+  }
+
+  async messageContent(messageId: string): Promise<Buffer | null> {
+    const row = await this.engine.get<{ content_sealed: Uint8Array }>(
+      'SELECT content_sealed FROM message_contents WHERE message_id = ?',
+      [messageId],
+    );
+    return row ? this.sealer.open(row.content_sealed, ctx('message_contents', 'content_sealed')) : null;
+  }
+
+  async countByState(): Promise<Record<RecipientState, number>> {
+    const counts: Record<RecipientState, number> = { queued: 0, deferred: 0, delivered: 0, bounced: 0, expired: 0, failed: 0 };
+    const rows = await this.engine.all<{ state: RecipientState; n: number }>(
+      'SELECT state, COUNT(*) AS n FROM recipients GROUP BY state',
+    );
+    for (const row of rows) counts[row.state] = Number(row.n);
+    return counts;
+  }
+
+  /** When the next recipient becomes due (for an idle worker's sleep), or null if none waits. */
+  async nextDueAt(): Promise<number | null> {
+    const row = await this.engine.get<{ at: number | null }>(
+      `SELECT MIN(CASE WHEN lease_expires_at IS NULL OR lease_expires_at < next_attempt_at
+                       THEN next_attempt_at ELSE lease_expires_at END) AS at
+         FROM recipients WHERE state IN ('queued', 'deferred')`,
+    );
+    return row?.at == null ? null : Number(row.at);
+  }
+
+  async getMessage(id: string): Promise<MessageView | null> {
+    const s = this.sealer;
+    const message = await this.engine.get<MessageRow>('SELECT * FROM messages WHERE id = ?', [id]);
+    if (!message) return null;
+    const recipients = await this.engine.all<RecipientRow>(
+      'SELECT * FROM recipients WHERE message_id = ? ORDER BY position',
+      [id],
+    );
+    const attempts = await this.engine.all<AttemptRow>(
+      'SELECT * FROM attempts WHERE message_id = ? ORDER BY started_at, id',
+      [id],
+    );
+    const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
+    const attemptView = (a: AttemptRow): AttemptView => ({
+      id: a.id,
+      worker: a.worker,
+      startedAt: iso(a.started_at)!,
+      endedAt: iso(a.ended_at),
+      outcome: a.outcome,
+      replyCode: a.reply_code === null ? null : Number(a.reply_code),
+      enhancedCode: a.enhanced_code,
+      detail: a.detail_sealed ? JSON.parse(s.openString(a.detail_sealed, ctx('attempts', 'detail_sealed'))) : null,
+    });
+    const recipientViews: RecipientView[] = recipients.map((r) => ({
+      id: r.id,
+      address: s.openString(r.address_sealed, ctx('recipients', 'address_sealed')),
+      state: r.state,
+      attemptCount: Number(r.attempt_count),
+      nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? iso(r.next_attempt_at) : null,
+      reason: r.reason_sealed ? s.openString(r.reason_sealed, ctx('recipients', 'reason_sealed')) : null,
+      updatedAt: iso(r.updated_at)!,
+      finalizedAt: iso(r.finalized_at),
+      attempts: attempts.filter((a) => a.recipient_id === r.id).map(attemptView),
+    }));
+    return {
+      id: message.id,
+      createdAt: iso(message.created_at)!,
+      expiresAt: iso(message.expires_at)!,
+      source: message.source,
+      sender: message.sender_sealed ? s.openString(message.sender_sealed, ctx('messages', 'sender_sealed')) : null,
+      size: Number(message.content_size),
+      requireTls: Number(message.require_tls) === 1,
+      metadata: JSON.parse(s.openString(message.metadata_sealed, ctx('messages', 'metadata_sealed'))),
+      recipients: recipientViews,
+    };
+  }
+
+  // ---- sealing maintenance -----------------------------------------------------------------
+
+  /** How many stored values each key id seals. */
+  async sealedValuesByKey(): Promise<Record<string, number>> {
+    const counts: Record<string, number> = {};
+    await this.#eachSealedValue(async (_tx, _col, _key, value) => {
+      const id = Sealer.keyIdOf(value);
+      counts[id] = (counts[id] ?? 0) + 1;
+    });
+    return counts;
+  }
+
+  /**
+   * Re-seals every value not sealed under the current key, in small transactions so a running
+   * server is never blocked for long; safe to interrupt and run again.
+   */
+  async resealAll(): Promise<number> {
+    let resealed = 0;
+    await this.#eachSealedValue(async (tx, col, key, value) => {
+      const next = this.sealer.reseal(value, ctx(col.table, col.column));
+      if (!next) return;
+      await tx.run(`UPDATE ${col.table} SET ${col.column} = ? WHERE ${col.key} = ?`, [next, key]);
+      resealed++;
+    });
+    return resealed;
+  }
+
+  async #eachSealedValue(
+    visit: (tx: SqlExecutor, col: (typeof SEALED_COLUMNS)[number], key: string, value: Uint8Array) => Promise<void>,
+  ): Promise<void> {
+    const batch = 200;
+    for (const col of SEALED_COLUMNS) {
+      let after = '';
+      for (;;) {
+        const rows = await this.engine.transaction(async (tx) => {
+          const page = await tx.all<{ k: string; v: Uint8Array }>(
+            `SELECT ${col.key} AS k, ${col.column} AS v FROM ${col.table}
+              WHERE ${col.key} > ? AND ${col.column} IS NOT NULL ORDER BY ${col.key} LIMIT ?`,
+            [after, batch],
+          );
+          for (const row of page) await visit(tx, col, row.k, row.v);
+          return page;
+        });
+        if (rows.length < batch) break;
+        after = rows[rows.length - 1].k;
+      }
+    }
+  }
+}
+
+interface ClaimRow {
+  id: string;
+  message_id: string;
+  address_sealed: Uint8Array;
+  domain_hash: string;
+  lease_token: string;
+  attempt_count: number;
+  lease_expires_at: number;
+  sender_sealed: Uint8Array | null;
+  require_tls: number;
+  created_at: number;
+  expires_at: number;
+}
+
+interface MessageRow {
+  id: string;
+  created_at: number;
+  expires_at: number;
+  source: string;
+  sender_sealed: Uint8Array | null;
+  metadata_sealed: Uint8Array;
+  content_size: number;
+  require_tls: number;
+}
+
+interface RecipientRow {
+  id: string;
+  address_sealed: Uint8Array;
+  state: RecipientState;
+  attempt_count: number;
+  next_attempt_at: number;
+  reason_sealed: Uint8Array | null;
+  updated_at: number;
+  finalized_at: number | null;
+}
+
+interface AttemptRow {
+  id: string;
+  recipient_id: string;
+  worker: string;
+  started_at: number;
+  ended_at: number | null;
+  outcome: AttemptView['outcome'];
+  reply_code: number | null;
+  enhanced_code: string | null;
+  detail_sealed: Uint8Array | null;
+}
