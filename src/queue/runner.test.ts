@@ -1,0 +1,162 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
+import { QueueRunner, type DeliveryAgent, type RecipientVerdict } from './runner.ts';
+import { createLogger } from '../log/logger.ts';
+import type { RetrySchedule } from './retry-policy.ts';
+
+const content = Buffer.from('Subject: runner\r\n\r\nbody\r\n');
+const quick: RetrySchedule = { minBackoffMs: 30, maxBackoffMs: 60, maxAgeMs: 400 };
+
+function runnerFor(data: TempData, agent: DeliveryAgent, schedule = quick): QueueRunner {
+  return new QueueRunner({
+    store: data.store,
+    agent,
+    logger: createLogger({ level: 'silent' }),
+    workerId: 'test-runner',
+    leaseMs: 5_000,
+    pollIntervalMs: 10,
+    concurrency: 4,
+    schedule,
+  });
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < 5_000; i++) {
+    if (await check()) return;
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+const byLocalPart = (verdicts: Record<string, RecipientVerdict>): DeliveryAgent => ({
+  async deliver(batch) {
+    return new Map(batch.recipients.map((r) => [r.recipientId, verdicts[r.address.split('@')[0]]]));
+  },
+});
+
+test('records each verdict: 2xx delivered, 5xx bounced, 4xx deferred with backoff', async () => {
+  const data = await openTempData({ schedule: { ...quick, minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 } });
+  const runner = runnerFor(
+    data,
+    byLocalPart({
+      ok: { kind: 'delivered', reason: null, replyCode: 250, enhancedCode: '2.0.0', detail: { tls: 'TLSv1.3' } },
+      gone: { kind: 'permanent', reason: '550 5.1.1 no such user', replyCode: 550, enhancedCode: '5.1.1' },
+      busy: { kind: 'transient', reason: '451 4.3.0 try later', replyCode: 451, enhancedCode: '4.3.0' },
+    }),
+    { minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 },
+  );
+  const { messageId } = await data.queue.enqueue({
+    sender: 'app@sender.test',
+    recipients: ['ok@a.test', 'gone@a.test', 'busy@b.test'],
+    content,
+    source: 'api',
+  });
+  const started = Date.now();
+  runner.start();
+  try {
+    await waitFor('three recorded attempts', async () => {
+      const counts = await data.store.countByState();
+      return counts.delivered === 1 && counts.bounced === 1 && counts.deferred === 1;
+    });
+  } finally {
+    await runner.stop(1_000);
+  }
+  const view = (await data.store.getMessage(messageId))!;
+  const [ok, gone, busy] = view.recipients;
+  assert.equal(ok.state, 'delivered');
+  assert.deepEqual(ok.attempts.map((a) => [a.outcome, a.replyCode, a.detail]), [['delivered', 250, { tls: 'TLSv1.3' }]]);
+  assert.equal(gone.state, 'bounced');
+  assert.equal(gone.reason, '550 5.1.1 no such user');
+  assert.equal(gone.attempts[0].enhancedCode, '5.1.1');
+  assert.equal(busy.state, 'deferred');
+  const retryIn = Date.parse(busy.nextAttemptAt!) - started;
+  assert.ok(retryIn >= 59_000 && retryIn <= 61_000 + (Date.now() - started), `retry in ${retryIn} ms`);
+  await data.close();
+});
+
+test('keeps retrying a deferred recipient and expires it after the maximum age', async () => {
+  const data = await openTempData({ schedule: quick });
+  const runner = runnerFor(data, byLocalPart({ busy: { kind: 'transient', reason: '421 4.4.2 timeout' } }));
+  const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['busy@b.test'], content, source: 'api' });
+  runner.start();
+  try {
+    await waitFor('expiry', async () => (await data.store.countByState()).expired === 1);
+  } finally {
+    await runner.stop(1_000);
+  }
+  const [recipient] = (await data.store.getMessage(messageId))!.recipients;
+  assert.ok(recipient.attempts.length >= 3, `only ${recipient.attempts.length} attempts`);
+  assert.ok(recipient.attempts.every((a) => a.outcome === 'deferred'));
+  assert.match(recipient.reason!, /^expired after \d+ attempts: 421 4\.4\.2 timeout$/);
+  assert.ok(recipient.finalizedAt);
+  await data.close();
+});
+
+test('stop lets an in-flight batch finish within the grace period', async () => {
+  const data = await openTempData();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let started = false;
+  const runner = runnerFor(data, {
+    async deliver(batch) {
+      started = true;
+      await gate;
+      return new Map(batch.recipients.map((r) => [r.recipientId, { kind: 'delivered', reason: null }]));
+    },
+  });
+  await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['x@a.test'], content, source: 'api' });
+  runner.start();
+  await waitFor('the batch to start', async () => started);
+  const stopping = runner.stop(5_000);
+  setTimeout(release, 100);
+  assert.deepEqual(await stopping, { finished: 1, released: 0 });
+  assert.equal((await data.store.countByState()).delivered, 1);
+  await data.close();
+});
+
+test('stop aborts a batch that outlives the grace period and releases its lease at once', async () => {
+  const data = await openTempData();
+  let started = false;
+  const runner = runnerFor(data, {
+    deliver(_batch, signal) {
+      started = true;
+      return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+    },
+  });
+  const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['x@a.test'], content, source: 'api' });
+  runner.start();
+  await waitFor('the batch to start', async () => started);
+  await runner.stop(50);
+  const [recipient] = (await data.store.getMessage(messageId))!.recipients;
+  assert.equal(recipient.state, 'queued');
+  assert.deepEqual(recipient.attempts.map((a) => a.outcome), ['released']);
+  const [claim] = await data.store.claimDue({ owner: 'next', now: Date.now(), leaseMs: 1_000, limit: 1 });
+  assert.equal(claim?.recipientId, recipient.id, 'due again without waiting for a lease to expire');
+  await data.close();
+});
+
+test('a delivery agent that throws defers the batch instead of losing it', async () => {
+  const data = await openTempData({ schedule: { ...quick, maxAgeMs: 3_600_000 } });
+  const runner = runnerFor(
+    data,
+    {
+      async deliver() {
+        throw new Error('resolver exploded');
+      },
+    },
+    { ...quick, minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 },
+  );
+  const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['x@a.test'], content, source: 'api' });
+  runner.start();
+  try {
+    await waitFor('deferral', async () => (await data.store.countByState()).deferred === 1);
+  } finally {
+    await runner.stop(1_000);
+  }
+  const [recipient] = (await data.store.getMessage(messageId))!.recipients;
+  assert.equal(recipient.reason, 'local error: resolver exploded');
+  await data.close();
+});
