@@ -1,1 +1,173 @@
-console.log("hi", process.version)
+// The `lacre` command line (commander). Thin: every command loads the same configuration and
+// calls the same services as the server. Commands with --json print exactly one JSON document on
+// stdout; logs and errors go to stderr.
+import { Command } from 'commander';
+import { loadConfig, ConfigError } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
+import { formatDuration } from '../config/duration.ts';
+import { createLogger } from '../log/logger.ts';
+import { loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../sealing/keyring.ts';
+import { Sealer } from '../sealing/sealer.ts';
+import { Store } from '../store/store.ts';
+import { startServer } from '../server/serve.ts';
+
+const program = new Command('lacre')
+  .description('Lacre: email delivery whose mail travels sealed.')
+  .option('-c, --config <file>', 'JSON configuration file (default: $LACRE_CONFIG); LACRE_* env vars override it')
+  .showHelpAfterError()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+function config(): Config {
+  return loadConfig({ file: program.opts().config });
+}
+
+async function withStore<T>(fn: (store: Store, cfg: Config) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const store = await Store.open({ dataDir: cfg.dataDir, sealer: new Sealer(loadKeyring(cfg)) });
+  try {
+    return await fn(store, cfg);
+  } finally {
+    await store.close();
+  }
+}
+
+function print(json: boolean, value: unknown, text: () => string): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n');
+}
+
+program
+  .command('serve')
+  .description('Run the service: HTTP API on LACRE_HTTP_HOST:LACRE_HTTP_PORT (127.0.0.1:8080), data in LACRE_DATA_DIR (./data).')
+  .action(async () => {
+    const cfg = config();
+    const logger = createLogger({ level: cfg.log.level });
+    const server = await startServer({ config: cfg, logger });
+    const shutdown = (signal: string) => {
+      server.stop(signal).then(
+        () => process.exit(0),
+        (err) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+  });
+
+const messages = program.command('messages').description('Inspect queued and delivered messages.');
+messages
+  .command('show <id>')
+  .description('Show a message with each recipient\'s state and every delivery attempt.')
+  .option('--json', 'print JSON')
+  .action(async (id: string, opts: { json?: boolean }) => {
+    const view = await withStore((store) => store.getMessage(id));
+    if (!view) throw new CliError(`no message with id ${id}`);
+    print(!!opts.json, view, () =>
+      [
+        `message ${view.id}  created ${view.createdAt}  ${view.size} bytes  from ${view.sender ?? '<>'}${view.requireTls ? '  REQUIRETLS' : ''}`,
+        ...view.recipients.map(
+          (r) =>
+            `  ${r.address}  ${r.state}  attempts ${r.attemptCount}` +
+            (r.nextAttemptAt ? `  next ${r.nextAttemptAt}` : '') +
+            (r.reason ? `  (${r.reason})` : ''),
+        ),
+      ].join('\n'),
+    );
+  });
+
+program
+  .command('queue')
+  .description('Queue commands.')
+  .command('status')
+  .description('Count recipients in each delivery state.')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => {
+    const counts = await withStore((store) => store.countByState());
+    print(!!opts.json, counts, () => Object.entries(counts).map(([k, v]) => `${k.padEnd(10)} ${v}`).join('\n'));
+  });
+
+const sealing = program.command('sealing').description('Manage the keys that seal personal data and content at rest.');
+sealing
+  .command('status')
+  .description('Show the current key id and how many stored values each key seals.')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => {
+    const result = await withStore(async (store) => ({
+      currentKeyId: store.sealer.currentKeyId,
+      keyIds: store.sealer.keyIds,
+      valuesByKey: await store.sealedValuesByKey(),
+    }));
+    print(!!opts.json, result, () =>
+      [`current key ${result.currentKeyId}`, ...Object.entries(result.valuesByKey).map(([k, n]) => `  ${k}: ${n} values`)].join('\n'),
+    );
+  });
+sealing
+  .command('rotate-key')
+  .description('Generate a new master key in the data dir, re-seal every value under it, and remove retired keys no value needs.')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => {
+    const cfg = config();
+    const before = loadKeyring(cfg);
+    const keyring = rotateMasterKeyFile(before, cfg.dataDir);
+    const result = await resealWith(cfg, keyring);
+    print(!!opts.json, { previousKeyId: before.current.idHex, ...result }, () =>
+      `rotated ${before.current.idHex} -> ${result.currentKeyId}; re-sealed ${result.resealed} values; removed ${result.removedKeyIds.length} retired key(s)`,
+    );
+  });
+sealing
+  .command('reseal')
+  .description('Re-seal every value not sealed under the current key (after changing LACRE_MASTER_KEY).')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => {
+    const cfg = config();
+    const result = await resealWith(cfg, loadKeyring(cfg));
+    print(!!opts.json, result, () => `re-sealed ${result.resealed} values under ${result.currentKeyId}`);
+  });
+
+async function resealWith(cfg: Config, keyring: ReturnType<typeof loadKeyring>) {
+  const store = await Store.open({ dataDir: cfg.dataDir, sealer: new Sealer(keyring) });
+  try {
+    const resealed = await store.resealAll();
+    const stillUsed = new Set(Object.keys(await store.sealedValuesByKey()));
+    return { currentKeyId: keyring.current.idHex, resealed, removedKeyIds: removeRetiredKeyFiles(cfg.dataDir, stillUsed) };
+  } finally {
+    await store.close();
+  }
+}
+
+program
+  .command('config')
+  .description('Configuration commands.')
+  .command('check')
+  .description('Validate the configuration and print the effective settings (secrets hidden).')
+  .option('--json', 'print JSON')
+  .action((opts: { json?: boolean }) => {
+    const cfg = config();
+    const shown = {
+      ...cfg,
+      masterKey: cfg.masterKey ? '(set)' : undefined,
+      retiredMasterKeys: cfg.retiredMasterKeys.map(() => '(set)'),
+    };
+    print(!!opts.json, shown, () =>
+      [
+        `dataDir          ${cfg.dataDir}`,
+        `http             ${cfg.http.host}:${cfg.http.port}`,
+        `masterKey        ${cfg.masterKey ? 'from LACRE_MASTER_KEY' : `${cfg.dataDir}/master.key`}`,
+        `log.level        ${cfg.log.level}`,
+        ...Object.entries(cfg.queue).map(
+          ([k, v]) => `queue.${k.padEnd(12)} ${k === 'concurrency' ? v : formatDuration(v as number)}`,
+        ),
+      ].join('\n'),
+    );
+  });
+
+class CliError extends Error {}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  const known = err instanceof ConfigError || err instanceof CliError;
+  process.stderr.write(`lacre: ${known ? (err as Error).message : (err as Error).stack ?? String(err)}\n`);
+  process.exitCode = known ? 2 : 1;
+}

@@ -13,7 +13,7 @@ const duration = (what: string) =>
     return ms;
   });
 
-const port = z.coerce.number().int().min(0).max(65535);
+const port = z.coerce.number({ error: 'expected a TCP port number (0-65535)' }).int().min(0).max(65535);
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 

@@ -2,6 +2,7 @@
 // WAL so readers never block the writer; synchronous=FULL so a committed queue write survives a
 // power cut (WAL's default NORMAL can lose the last commits); BEGIN IMMEDIATE so two processes
 // (a server and a CLI) take the write lock up front instead of failing mid-transaction.
+import { closeSync, openSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import type { SqlEngine, SqlExecutor, SqlValue } from './engine.ts';
 
@@ -16,6 +17,8 @@ export class SqliteEngine implements SqlEngine {
 
   constructor(path: string) {
     this.path = path;
+    // SQLite gives the WAL and shared-memory files the main file's mode: create it owner-only.
+    closeSync(openSync(path, 'a', 0o600));
     this.#db = new DatabaseSync(path, { timeout: 10_000 });
     this.#db.exec('PRAGMA journal_mode = WAL');
     this.#db.exec('PRAGMA synchronous = FULL');
