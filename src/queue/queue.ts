@@ -3,6 +3,7 @@
 // May import: ../store, ../sealing, ./retry-policy.
 import { Store } from '../store/store.ts';
 import { uuidv7 } from '../store/ids.ts';
+import type { NewMessage } from '../store/records.ts';
 import { normalizeAddress } from '../sealing/sealer.ts';
 import type { RetrySchedule } from './retry-policy.ts';
 
@@ -20,6 +21,8 @@ export interface Submission {
 export interface Accepted {
   messageId: string;
   recipients: Array<{ id: string; address: string }>;
+  /** Recipients not queued, with why (a suppressed address after a hard bounce). */
+  refused: Array<{ address: string; reason: string }>;
 }
 
 export class SubmissionError extends Error {
@@ -50,6 +53,17 @@ export class Queue {
 
   /** Validates and durably commits a message; resolves only once it is on disk. */
   async enqueue(submission: Submission): Promise<Accepted> {
+    const { message, accepted } = await this.prepare(submission);
+    await this.store.insertMessage(message);
+    return accepted;
+  }
+
+  /**
+   * Validates a submission and builds the record to commit, without committing it (bounces are
+   * committed together with the verdict that caused them). Suppressed recipients are refused;
+   * if none is left the whole submission is refused.
+   */
+  async prepare(submission: Submission): Promise<{ message: NewMessage; accepted: Accepted }> {
     if (submission.sender !== null) checkEnvelopeAddress(submission.sender, 'sender');
     if (submission.recipients.length === 0) throw new SubmissionError('a message needs at least one recipient');
     if (submission.content.length === 0) throw new SubmissionError('message content is empty');
@@ -64,8 +78,17 @@ export class Queue {
       seen.add(key);
       recipients.push({ id: uuidv7(now), address });
     }
+    const suppressed = await this.store.findSuppressed(recipients.map((r) => r.address));
+    const refused = [...suppressed].map(([address, entry]) => ({
+      address,
+      reason: `suppressed since ${entry.since} after a hard bounce: ${entry.reason}`,
+    }));
+    const queued = recipients.filter((r) => !suppressed.has(r.address));
+    if (queued.length === 0) {
+      throw new SubmissionError(`every recipient is suppressed: ${refused.map((r) => r.reason).join('; ')}`);
+    }
     const messageId = uuidv7(now);
-    await this.store.insertMessage({
+    const message: NewMessage = {
       id: messageId,
       createdAt: now,
       expiresAt: now + this.schedule.maxAgeMs,
@@ -74,9 +97,9 @@ export class Queue {
       content: submission.content,
       requireTls: submission.requireTls ?? false,
       metadata: submission.metadata ?? {},
-      recipients,
+      recipients: queued,
       firstAttemptAt: now,
-    });
-    return { messageId, recipients };
+    };
+    return { message, accepted: { messageId, recipients: queued, refused } };
   }
 }

@@ -160,3 +160,85 @@ test('a delivery agent that throws defers the batch instead of losing it', async
   assert.equal(recipient.reason, 'local error: resolver exploded');
   await data.close();
 });
+
+test('a hard bounce queues a DSN to the sender and suppresses the address; later sends to it are refused', async () => {
+  const { BounceComposer } = await import('../compose/bounces.ts');
+  const data = await openTempData({ schedule: { ...quick, maxAgeMs: 3_600_000 } });
+  const runner = new QueueRunner({
+    store: data.store,
+    agent: byLocalPart({
+      gone: { kind: 'permanent', reason: '550 5.1.1 no such user', replyCode: 550, enhancedCode: '5.1.1', hardBounce: true, remoteMta: 'mx.a.test' },
+      ok: { kind: 'delivered', reason: null, replyCode: 250 },
+    }),
+    logger: createLogger({ level: 'silent' }),
+    workerId: 'test-runner',
+    leaseMs: 5_000,
+    pollIntervalMs: 10,
+    concurrency: 4,
+    schedule: data.queue.schedule,
+    finalFailures: new BounceComposer(data.queue, 'mta.lacre.test'),
+  });
+  const { messageId } = await data.queue.enqueue({
+    sender: 'app@sender.test',
+    recipients: ['gone@a.test', 'ok@a.test'],
+    content: Buffer.from('Subject: Invoice\r\n\r\nbody\r\n'),
+    source: 'api',
+  });
+  runner.start();
+  try {
+    await waitFor('the original to be settled', async () => {
+      const c = await data.store.countByState();
+      return c.bounced === 1 && c.delivered === 1;
+    });
+  } finally {
+    await runner.stop(1_000);
+  }
+  const dsnRow = await data.store.engine.get<{ id: string }>('SELECT id FROM messages WHERE id <> ?', [messageId]);
+  assert.ok(dsnRow, 'a DSN was queued');
+  const dsn = (await data.store.getMessage(dsnRow.id))!;
+  assert.equal(dsn.sender, null, 'the DSN has the null sender');
+  assert.deepEqual(dsn.recipients.map((r) => r.address), ['app@sender.test']);
+  const text = (await data.store.messageContent(dsn.id))!.toString();
+  assert.match(text, /Final-Recipient: rfc822; gone@a\.test\r\nAction: failed\r\nStatus: 5\.1\.1\r\nRemote-MTA: dns; mx\.a\.test/);
+  assert.match(text, /Subject: Invoice/);
+
+  const again = await data.queue.enqueue({
+    sender: 'app@sender.test',
+    recipients: ['Gone@A.test', 'ok@a.test'],
+    content: Buffer.from('Subject: again\r\n\r\nbody\r\n'),
+    source: 'api',
+  });
+  assert.deepEqual(again.recipients.map((r) => r.address), ['ok@a.test']);
+  assert.match(again.refused[0].reason, /^suppressed since .* after a hard bounce: 550 5\.1\.1 no such user$/);
+  await assert.rejects(
+    data.queue.enqueue({ sender: 'app@sender.test', recipients: ['gone@a.test'], content: Buffer.from('x'), source: 'api' }),
+    /every recipient is suppressed/,
+  );
+  await data.close();
+});
+
+test('a bounce of a message with the null sender produces no DSN (never a bounce to a bounce)', async () => {
+  const { BounceComposer } = await import('../compose/bounces.ts');
+  const data = await openTempData();
+  const runner = new QueueRunner({
+    store: data.store,
+    agent: byLocalPart({ gone: { kind: 'permanent', reason: '550 5.1.1 no such user', hardBounce: true } }),
+    logger: createLogger({ level: 'silent' }),
+    workerId: 'test-runner',
+    leaseMs: 5_000,
+    pollIntervalMs: 10,
+    concurrency: 4,
+    schedule: data.queue.schedule,
+    finalFailures: new BounceComposer(data.queue, 'mta.lacre.test'),
+  });
+  await data.queue.enqueue({ sender: null, recipients: ['gone@a.test'], content: Buffer.from('Subject: dsn\r\n\r\nx\r\n'), source: 'system' });
+  runner.start();
+  try {
+    await waitFor('the bounce', async () => (await data.store.countByState()).bounced === 1);
+  } finally {
+    await runner.stop(1_000);
+  }
+  const count = await data.store.engine.get<{ n: number }>('SELECT COUNT(*) AS n FROM messages');
+  assert.equal(Number(count!.n), 1);
+  await data.close();
+});

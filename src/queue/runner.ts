@@ -6,7 +6,8 @@
 // May import: ../store (types), ./retry-policy, ../log (types).
 import type { Logger } from '../log/logger.ts';
 import type { Store } from '../store/store.ts';
-import type { ClaimedRecipient } from '../store/records.ts';
+import type { ClaimedRecipient, NewMessage } from '../store/records.ts';
+import type { AttemptEffects } from '../store/store.ts';
 import { nextTransition, type RetrySchedule, type VerdictKind } from './retry-policy.ts';
 
 export interface DeliveryBatch {
@@ -27,6 +28,16 @@ export interface RecipientVerdict {
   enhancedCode?: string | null;
   /** How the attempt travelled: destination, TLS facts, timings. */
   detail?: Record<string, unknown>;
+  /** The address itself is bad (unknown user, no such domain): suppress later sends to it. */
+  hardBounce?: boolean;
+  /** The host that gave the verdict, for the DSN's Remote-MTA. */
+  remoteMta?: string;
+}
+
+/** What a final failure sets off, committed with the verdict (implemented by the server's wiring). */
+export interface FinalFailureHandler {
+  /** The DSN to queue for a bounced or expired recipient, or null (null sender, or not wanted). */
+  bounceMessage(batch: DeliveryBatch, recipient: ClaimedRecipient, verdict: RecipientVerdict, state: 'bounced' | 'expired', now: number): Promise<NewMessage | null>;
 }
 
 /** Implemented by the delivery stage; the queue never depends on how mail travels. */
@@ -45,6 +56,7 @@ export interface RunnerOptions {
   concurrency: number;
   schedule: RetrySchedule;
   clock?: () => number;
+  finalFailures?: FinalFailureHandler;
 }
 
 interface InFlight {
@@ -189,18 +201,32 @@ export class QueueRunner {
         { number: recipient.attemptNumber, now, expiresAt: recipient.expiresAt },
         this.#o.schedule,
       );
+      const reason =
+        transition.state === 'expired' ? `expired after ${recipient.attemptNumber} attempts: ${verdict.reason}` : verdict.reason;
+      const effects: AttemptEffects = {};
+      if (transition.state === 'bounced' && verdict.hardBounce) {
+        effects.suppress = { address: recipient.address, reason: reason ?? 'hard bounce', messageId: recipient.messageId, at: now };
+      }
+      if ((transition.state === 'bounced' || transition.state === 'expired') && this.#o.finalFailures && batch.sender !== null) {
+        try {
+          const dsn = await this.#o.finalFailures.bounceMessage(batch, recipient, { ...verdict, reason }, transition.state, now);
+          if (dsn) effects.enqueue = dsn;
+        } catch (err) {
+          log.error({ err, messageId: recipient.messageId }, 'building the bounce message failed');
+        }
+      }
       const kept = await this.#o.store.completeAttempt({
         recipientId: recipient.recipientId,
         attemptId: recipient.attemptId,
         outcome: transition.outcome,
         state: transition.state,
         nextAttemptAt: transition.nextAttemptAt,
-        reason: transition.state === 'expired' ? `expired after ${recipient.attemptNumber} attempts: ${verdict.reason}` : verdict.reason,
+        reason,
         replyCode: verdict.replyCode ?? null,
         enhancedCode: verdict.enhancedCode ?? null,
         detail: verdict.detail ?? {},
         endedAt: now,
-      });
+      }, effects);
       const fields = { messageId: recipient.messageId, recipientId: recipient.recipientId, attempt: recipient.attemptNumber };
       if (!kept) log.warn(fields, 'lease lost before the attempt was recorded; another worker owns this recipient');
       else log.info({ ...fields, state: transition.state, replyCode: verdict.replyCode ?? undefined }, 'attempt recorded');

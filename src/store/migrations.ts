@@ -70,6 +70,20 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX attempts_recipient ON attempts (recipient_id, started_at)`,
     ],
   },
+  {
+    version: 2,
+    name: 'suppressions',
+    statements: ({ blob }) => [
+      // Addresses that hard-bounced: later sends to them are refused. Keyed by HMAC only; the
+      // reason is sealed because a remote reply may quote the address.
+      `CREATE TABLE suppressions (
+         address_hash TEXT PRIMARY KEY,
+         reason_sealed ${blob} NOT NULL,
+         source_message_id TEXT,
+         created_at BIGINT NOT NULL
+       )`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

@@ -29,6 +29,7 @@ export const SEALED_COLUMNS = [
   { table: 'recipients', key: 'id', column: 'reason_sealed' },
   { table: 'recipients', key: 'id', column: 'address_sealed' },
   { table: 'attempts', key: 'id', column: 'detail_sealed' },
+  { table: 'suppressions', key: 'address_hash', column: 'reason_sealed' },
 ] as const;
 
 const ctx = (table: string, column: string) => `${table}.${column}`;
@@ -85,45 +86,47 @@ export class Store {
 
   /** Commits a message, its content and its recipients in one durable transaction. */
   async insertMessage(message: NewMessage): Promise<void> {
+    await this.engine.transaction((tx) => this.#insertMessage(tx, message));
+  }
+
+  async #insertMessage(tx: SqlExecutor, message: NewMessage): Promise<void> {
     const s = this.sealer;
-    await this.engine.transaction(async (tx) => {
+    await tx.run(
+      `INSERT INTO messages (id, created_at, expires_at, source, sender_sealed, metadata_sealed, content_size, require_tls)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      [
+        message.id,
+        message.createdAt,
+        message.expiresAt,
+        message.source,
+        message.sender === null ? null : s.seal(message.sender, ctx('messages', 'sender_sealed')),
+        s.seal(JSON.stringify(message.metadata), ctx('messages', 'metadata_sealed')),
+        message.content.length,
+        message.requireTls ? 1 : 0,
+      ],
+    );
+    await tx.run('INSERT INTO message_contents (message_id, content_sealed) VALUES (?, ?)', [
+      message.id,
+      s.seal(message.content, ctx('message_contents', 'content_sealed')),
+    ]);
+    let position = 0;
+    for (const recipient of message.recipients) {
       await tx.run(
-        `INSERT INTO messages (id, created_at, expires_at, source, sender_sealed, metadata_sealed, content_size, require_tls)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO recipients (id, message_id, position, address_sealed, address_hash, domain_hash, state,
+           next_attempt_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
         [
+          recipient.id,
           message.id,
+          position++,
+          s.seal(recipient.address, ctx('recipients', 'address_sealed')),
+          s.addressHash(recipient.address),
+          s.domainHash(domainOf(recipient.address)),
+          message.firstAttemptAt,
           message.createdAt,
-          message.expiresAt,
-          message.source,
-          message.sender === null ? null : s.seal(message.sender, ctx('messages', 'sender_sealed')),
-          s.seal(JSON.stringify(message.metadata), ctx('messages', 'metadata_sealed')),
-          message.content.length,
-          message.requireTls ? 1 : 0,
         ],
       );
-      await tx.run('INSERT INTO message_contents (message_id, content_sealed) VALUES (?, ?)', [
-        message.id,
-        s.seal(message.content, ctx('message_contents', 'content_sealed')),
-      ]);
-      let position = 0;
-      for (const recipient of message.recipients) {
-        await tx.run(
-          `INSERT INTO recipients (id, message_id, position, address_sealed, address_hash, domain_hash, state,
-             next_attempt_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
-          [
-            recipient.id,
-            message.id,
-            position++,
-            s.seal(recipient.address, ctx('recipients', 'address_sealed')),
-            s.addressHash(recipient.address),
-            s.domainHash(domainOf(recipient.address)),
-            message.firstAttemptAt,
-            message.createdAt,
-          ],
-        );
-      }
-    });
+    }
   }
 
   /**
@@ -217,7 +220,7 @@ export class Store {
    * the recipient's lease (a fencing token): a worker that lost its lease cannot finalise a
    * recipient that another worker has taken over. Returns false when the lease was lost.
    */
-  async completeAttempt(result: AttemptResult): Promise<boolean> {
+  async completeAttempt(result: AttemptResult, effects: AttemptEffects = {}): Promise<boolean> {
     const final = result.state !== 'queued' && result.state !== 'deferred';
     return this.engine.transaction(async (tx) => {
       const { changes } = await tx.run(
@@ -247,8 +250,51 @@ export class Store {
           result.attemptId,
         ],
       );
+      // In the same transaction as the verdict, so a crash can never record a bounce without
+      // its DSN or its suppression.
+      if (effects.suppress) await this.#suppress(tx, effects.suppress);
+      if (effects.enqueue) await this.#insertMessage(tx, effects.enqueue);
       return true;
     });
+  }
+
+  async #suppress(tx: SqlExecutor, entry: { address: string; reason: string; messageId: string | null; at: number }) {
+    const hash = this.sealer.addressHash(entry.address);
+    const exists = await tx.get('SELECT address_hash FROM suppressions WHERE address_hash = ?', [hash]);
+    if (exists) return;
+    await tx.run('INSERT INTO suppressions (address_hash, reason_sealed, source_message_id, created_at) VALUES (?, ?, ?, ?)', [
+      hash,
+      this.sealer.seal(entry.reason, ctx('suppressions', 'reason_sealed')),
+      entry.messageId,
+      entry.at,
+    ]);
+  }
+
+  async addSuppression(entry: { address: string; reason: string; messageId: string | null; at: number }): Promise<void> {
+    await this.engine.transaction((tx) => this.#suppress(tx, entry));
+  }
+
+  /** The suppression entries among these addresses, keyed by the address as given. */
+  async findSuppressed(addresses: string[]): Promise<Map<string, { reason: string; since: string }>> {
+    const found = new Map<string, { reason: string; since: string }>();
+    for (const address of addresses) {
+      const row = await this.engine.get<{ reason_sealed: Uint8Array; created_at: number }>(
+        'SELECT reason_sealed, created_at FROM suppressions WHERE address_hash = ?',
+        [this.sealer.addressHash(address)],
+      );
+      if (row) {
+        found.set(address, {
+          reason: this.sealer.openString(row.reason_sealed, ctx('suppressions', 'reason_sealed')),
+          since: new Date(Number(row.created_at)).toISOString(),
+        });
+      }
+    }
+    return found;
+  }
+
+  async removeSuppression(address: string): Promise<boolean> {
+    const { changes } = await this.engine.run('DELETE FROM suppressions WHERE address_hash = ?', [this.sealer.addressHash(address)]);
+    return changes > 0;
   }
 
   /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */
@@ -389,6 +435,14 @@ export class Store {
       }
     }
   }
+}
+
+/** What else an attempt's verdict commits with it. */
+export interface AttemptEffects {
+  /** A message to queue (a DSN to the sender). */
+  enqueue?: NewMessage;
+  /** A hard bounce: refuse later sends to this address. */
+  suppress?: { address: string; reason: string; messageId: string | null; at: number };
 }
 
 interface ClaimRow {
