@@ -537,3 +537,22 @@ test('close() tears down connections a silent sink is still holding', async () =
   await closed;
   assert.ok(Date.now() - t0 < 1000, `close took ${Date.now() - t0} ms`);
 });
+
+test('two sinks stand for two MX hosts on one port at different loopback addresses', async () => {
+  const first = await startSmtpSink({ tls: 'none', listen: { host: '127.0.0.2' }, hostname: 'mx1.test' });
+  const second = await startSmtpSink({ tls: 'none', listen: { host: '127.0.0.3', port: first.port }, hostname: 'mx2.test' });
+  try {
+    assert.equal(second.port, first.port);
+    for (const [sink, name] of [[first, 'mx1.test'], [second, 'mx2.test']] as const) {
+      const socket = await connectPlain(sink.port, sink.host);
+      const reader = new ReplyReader(socket);
+      const greeting = await reader.next();
+      assert.match(greeting.lines[0], new RegExp(name));
+      socket.destroy();
+    }
+    await assert.rejects(startSmtpSink({ tls: 'none', listen: { host: '0.0.0.0' } }), /loopback only/);
+  } finally {
+    await first.close();
+    await second.close();
+  }
+});

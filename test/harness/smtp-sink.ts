@@ -83,6 +83,11 @@ interface SinkCommonOptions {
   advertise?: SinkAdvertise;
   /** smtp-server's idle timeout (421 afterwards). Long by default so silence stays silent. */
   idleTimeoutMs?: number;
+  /**
+   * Where to listen: another loopback address and a fixed port let several sinks stand for several
+   * MX hosts on the one port the service dials (LACRE_SMTP_PORT). Default 127.0.0.1, ephemeral.
+   */
+  listen?: { host?: string; port?: number };
 }
 
 export type SmtpSinkOptions = SinkCommonOptions &
@@ -166,7 +171,8 @@ export interface DeliveredMessage {
 }
 
 export interface SmtpSink {
-  readonly host: '127.0.0.1';
+  /** The loopback address it listens on (127.0.0.1 unless `listen.host` chose another 127.x.y.z). */
+  readonly host: string;
   readonly port: number;
   readonly tls: SinkTlsMode;
   /** One per accepted TCP connection, in order. */
@@ -562,9 +568,11 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
     socket.once('close', () => rawSockets.delete(socket));
   });
 
+  const listenHost = options.listen?.host ?? '127.0.0.1';
+  if (!/^127\./.test(listenHost) && listenHost !== '::1') throw new Error(`sinks listen on loopback only, not ${listenHost}`);
   await new Promise<void>((resolve, reject) => {
     server.server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(options.listen?.port ?? 0, listenHost, () => {
       server.server.off('error', reject);
       resolve();
     });
@@ -600,7 +608,7 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
     });
 
   return {
-    host: '127.0.0.1',
+    host: listenHost,
     port,
     tls: options.tls,
     sessions,

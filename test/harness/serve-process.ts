@@ -1,0 +1,80 @@
+// Runs `lacre serve` as a real child process, the way an operator does (bin/lacre.js on the
+// pinned Node), configured only through LACRE_* environment variables. For end-to-end tests,
+// crash tests and the benchmark.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
+
+export interface ServeProcess {
+  child: ChildProcess;
+  pid: number;
+  /** The HTTP API's base URL, read from the start-up log line. */
+  url: string;
+  /** Everything the process wrote so far (JSON log lines). */
+  output(): string;
+  /** SIGTERM and wait for exit; resolves with the exit code. */
+  stop(timeoutMs?: number): Promise<number | null>;
+  /** SIGKILL: no chance to clean up. */
+  kill(): Promise<void>;
+  /** Peak resident set size (VmHWM) in bytes, from /proc, while the process runs. */
+  peakRss(): number | null;
+}
+
+export async function startServeProcess(env: Record<string, string>, timeoutMs = 20_000): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [bin, 'serve'], {
+    env: { ...process.env, LACRE_CONFIG: '', LACRE_HTTP_PORT: '0', LACRE_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (c) => (out += c));
+  child.stderr!.on('data', (c) => (out += c));
+  const exited = once(child, 'exit');
+  const deadline = Date.now() + timeoutMs;
+  let url: string | undefined;
+  while (!url) {
+    url = /"http":"(http:\/\/[^"]+)"/.exec(out)?.[1];
+    if (url) break;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`lacre serve did not start (exit ${child.exitCode}):\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const exitWithin = async (ms: number) => {
+    const timer = new Promise<null>((resolve) => setTimeout(() => resolve(null), ms).unref());
+    return Promise.race([exited.then(([code]) => code as number | null), timer]);
+  };
+  return {
+    child,
+    pid: child.pid!,
+    url,
+    output: () => out,
+    async stop(ms = 15_000) {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const code = await exitWithin(ms);
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        throw new Error(`lacre serve did not stop within ${ms} ms of SIGTERM`);
+      }
+      return code;
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+    peakRss() {
+      try {
+        const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+        const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+        return kb ? Number(kb) * 1024 : null;
+      } catch {
+        return null;
+      }
+    },
+  };
+}
