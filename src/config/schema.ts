@@ -1,7 +1,12 @@
 // The one validated configuration object. Everything configurable is declared here with its
-// default; loading (defaults → file → LACRE_* env) lives in load.ts. May import: nothing of Lacre's.
+// default; loading (defaults → file → LACRE_* env) lives in load.ts. May import: pure parsers of
+// the stages whose syntax it validates (tls-policy levels, delivery routes, dns servers).
+import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
+import { TLS_LEVELS, parseTlsPolicies } from '../tls-policy/levels.ts';
+import { parseRoutes } from '../delivery/destination.ts';
+import { parseDnsServers } from '../dns/resolver.ts';
 
 const duration = (what: string) =>
   z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -15,11 +20,45 @@ const duration = (what: string) =>
 
 const port = z.coerce.number({ error: 'expected a TCP port number (0-65535)' }).int().min(0).max(65535);
 
+/** A setting given as "a=b,c=d" text (env) or as an object (file), checked by `parse`. */
+function keyValueSetting<T>(what: string, parse: (text: string) => Map<string, T>) {
+  return z
+    .union([z.string(), z.record(z.string(), z.string())])
+    .transform((value, ctx) => {
+      const text = typeof value === 'string' ? value : Object.entries(value).map(([k, v]) => `${k}=${v}`).join(',');
+      try {
+        return Object.fromEntries(parseText(text));
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `${what}: ${(err as Error).message}` });
+        return z.NEVER;
+      }
+    });
+  function parseText(text: string): Map<string, T> {
+    return text.trim() === '' ? new Map() : parse(text);
+  }
+}
+
+const DEFAULT_TIMEOUTS = {
+  connect: 30_000,
+  // RFC 5321 §4.5.3.2: greeting 5 min, MAIL 5 min, RCPT 5 min, DATA initiation 2 min,
+  // data block 3 min, DATA termination 10 min.
+  greeting: 300_000,
+  command: 300_000,
+  dataInit: 120_000,
+  dataBlock: 180_000,
+  dataDone: 600_000,
+};
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export const configSchema = z
   .object({
     dataDir: z.string().min(1).default('./data'),
+    /** Our name in EHLO, Message-IDs and DSNs. */
+    hostname: z
+      .string()
+      .regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/, 'expected a host name such as mta.example.com')
+      .default(hostname()),
     masterKey: z
       .string()
       .refine((v) => Buffer.from(v, 'base64').length === 32 && /^[A-Za-z0-9+/]+={0,2}$/.test(v), {
@@ -40,6 +79,59 @@ export const configSchema = z
       })
       .strict()
       .default({ host: '127.0.0.1', port: 8080 }),
+    dns: z
+      .object({
+        servers: z
+          .union([z.string(), z.array(z.string())])
+          .transform((value, ctx) => {
+            try {
+              return parseDnsServers(Array.isArray(value) ? value.join(',') : value);
+            } catch (err) {
+              ctx.addIssue({ code: 'custom', message: (err as Error).message });
+              return z.NEVER;
+            }
+          })
+          .default([]),
+        timeout: duration('dns.timeout').default(5_000),
+      })
+      .strict()
+      .default({ servers: [], timeout: 5_000 }),
+    tls: z
+      .object({
+        caFile: z.string().min(1).optional(),
+        defaultPolicy: z.enum(TLS_LEVELS).default('may'),
+        policies: keyValueSetting('tls.policies', parseTlsPolicies).default({}),
+      })
+      .strict()
+      .default({ defaultPolicy: 'may', policies: {} }),
+    delivery: z
+      .object({
+        routes: keyValueSetting('delivery.routes', parseRoutes).default({}),
+        smtpPort: port.default(25),
+        destinationConcurrency: z.coerce.number().int().min(1).max(100).default(5),
+        maxMessagesPerConnection: z.coerce.number().int().min(1).max(10_000).default(100),
+        idleTimeout: duration('delivery.idleTimeout').default(10_000),
+        timeouts: z
+          .object({
+            connect: duration('delivery.timeouts.connect').default(DEFAULT_TIMEOUTS.connect),
+            greeting: duration('delivery.timeouts.greeting').default(DEFAULT_TIMEOUTS.greeting),
+            command: duration('delivery.timeouts.command').default(DEFAULT_TIMEOUTS.command),
+            dataInit: duration('delivery.timeouts.dataInit').default(DEFAULT_TIMEOUTS.dataInit),
+            dataBlock: duration('delivery.timeouts.dataBlock').default(DEFAULT_TIMEOUTS.dataBlock),
+            dataDone: duration('delivery.timeouts.dataDone').default(DEFAULT_TIMEOUTS.dataDone),
+          })
+          .strict()
+          .default(DEFAULT_TIMEOUTS),
+      })
+      .strict()
+      .default({
+        routes: {},
+        smtpPort: 25,
+        destinationConcurrency: 5,
+        maxMessagesPerConnection: 100,
+        idleTimeout: 10_000,
+        timeouts: DEFAULT_TIMEOUTS,
+      }),
     log: z
       .object({ level: z.enum(LOG_LEVELS).default('info') })
       .strict()

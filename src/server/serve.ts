@@ -3,29 +3,36 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
+import { ConfigError } from '../config/load.ts';
 import type { Logger } from '../log/logger.ts';
 import { loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { Queue } from '../queue/queue.ts';
-import { QueueRunner, type DeliveryAgent } from '../queue/runner.ts';
+import { QueueRunner } from '../queue/runner.ts';
+import { BounceComposer } from '../compose/bounces.ts';
+import { Resolver } from '../dns/resolver.ts';
+import { SmtpDeliveryAgent } from '../delivery/agent.ts';
+import { readFileSync } from 'node:fs';
 import { buildHttpServer, type HttpState } from './http.ts';
 
 export interface RunningServer {
   httpUrl: string;
   queue: Queue;
   store: Store;
+  agent: SmtpDeliveryAgent;
+  runner: QueueRunner;
   stop(reason: string): Promise<void>;
 }
 
 export interface ServeOptions {
   config: Config;
   logger: Logger;
-  /** The delivery stage; without one, messages wait in the queue. */
-  agent?: DeliveryAgent;
 }
 
-export async function startServer({ config, logger, agent }: ServeOptions): Promise<RunningServer> {
+export async function startServer({ config, logger }: ServeOptions): Promise<RunningServer> {
+  // Read before anything starts: a missing CA file is a configuration error, not a delivery failure.
+  const ca = config.tls.caFile ? [readFileCa(config.tls.caFile)] : [];
   const keyring = loadKeyring(config);
   const sealer = new Sealer(keyring);
   const store = await Store.open({ dataDir: config.dataDir, sealer });
@@ -38,18 +45,31 @@ export async function startServer({ config, logger, agent }: ServeOptions): Prom
   const state: HttpState = { ready: false };
   const http = buildHttpServer({ logger, state });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  const runner = agent
-    ? new QueueRunner({
-        store,
-        agent,
-        logger: logger.child({ component: 'queue' }),
-        workerId,
-        leaseMs: config.queue.lease,
-        pollIntervalMs: config.queue.pollInterval,
-        concurrency: config.queue.concurrency,
-        schedule,
-      })
-    : null;
+  const agent = new SmtpDeliveryAgent({
+    resolver: new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout }),
+    routes: new Map(Object.entries(config.delivery.routes)),
+    smtpPort: config.delivery.smtpPort,
+    policies: new Map(Object.entries(config.tls.policies)),
+    defaultPolicy: config.tls.defaultPolicy,
+    ehloName: config.hostname,
+    ca,
+    timeouts: config.delivery.timeouts,
+    destinationConcurrency: config.delivery.destinationConcurrency,
+    maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
+    idleTimeoutMs: config.delivery.idleTimeout,
+    logger: logger.child({ component: 'delivery' }),
+  });
+  const runner = new QueueRunner({
+    store,
+    agent,
+    logger: logger.child({ component: 'queue' }),
+    workerId,
+    leaseMs: config.queue.lease,
+    pollIntervalMs: config.queue.pollInterval,
+    concurrency: config.queue.concurrency,
+    schedule,
+    finalFailures: new BounceComposer(queue, config.hostname),
+  });
 
   try {
     await http.listen({ host: config.http.host, port: config.http.port });
@@ -57,14 +77,20 @@ export async function startServer({ config, logger, agent }: ServeOptions): Prom
     await store.close();
     throw err;
   }
-  runner?.start();
+  runner.start();
   state.ready = true;
   const address = http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;
   const host = config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host;
   const httpUrl = `http://${host}:${port}`;
   logger.info(
-    { http: httpUrl, dataDir: config.dataDir, sealingKey: keyring.current.idHex, worker: workerId, delivery: !!runner },
+    {
+      http: httpUrl,
+      dataDir: config.dataDir,
+      sealingKey: keyring.current.idHex,
+      worker: workerId,
+      tlsDefaultPolicy: config.tls.defaultPolicy,
+    },
     'lacre is serving',
   );
 
@@ -73,6 +99,8 @@ export async function startServer({ config, logger, agent }: ServeOptions): Prom
     httpUrl,
     queue,
     store,
+    agent,
+    runner,
     stop(reason: string) {
       stopping ??= (async () => {
         logger.info({ reason }, 'shutting down');
@@ -80,11 +108,22 @@ export async function startServer({ config, logger, agent }: ServeOptions): Prom
         // Stop taking work first, then let in-flight deliveries finish or give their leases back,
         // and only then close the database they write to.
         await http.close();
-        const result = runner ? await runner.stop(config.queue.shutdownGrace) : { finished: 0, released: 0 };
+        const result = await runner.stop(config.queue.shutdownGrace);
+        await agent.close();
         await store.close();
         logger.info(result, 'stopped');
       })();
       return stopping;
     },
   };
+}
+
+function readFileCa(path: string): string {
+  try {
+    const pem = readFileSync(path, 'utf8');
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
+    return pem;
+  } catch (err) {
+    throw new ConfigError(`LACRE_CA_FILE (tls.caFile) = ${JSON.stringify(path)}: ${(err as Error).message}`);
+  }
 }

@@ -5,13 +5,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { createServer, type AddressInfo } from 'node:net';
 
 const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 
 export interface ServeProcess {
   child: ChildProcess;
   pid: number;
-  /** The HTTP API's base URL, read from the start-up log line. */
+  /** The HTTP API's base URL. */
   url: string;
   /** Everything the process wrote so far (JSON log lines). */
   output(): string;
@@ -23,9 +24,20 @@ export interface ServeProcess {
   peakRss(): number | null;
 }
 
+/** A port free right now on 127.0.0.1 (the server binds it moments later). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
 export async function startServeProcess(env: Record<string, string>, timeoutMs = 20_000): Promise<ServeProcess> {
+  const port = env.LACRE_HTTP_PORT ?? String(await freePort());
+  const url = `http://127.0.0.1:${port}`;
   const child = spawn(process.execPath, [bin, 'serve'], {
-    env: { ...process.env, LACRE_CONFIG: '', LACRE_HTTP_PORT: '0', LACRE_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, LACRE_CONFIG: '', LACRE_LOG_LEVEL: 'info', ...env, LACRE_HTTP_PORT: port },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -33,10 +45,10 @@ export async function startServeProcess(env: Record<string, string>, timeoutMs =
   child.stderr!.on('data', (c) => (out += c));
   const exited = once(child, 'exit');
   const deadline = Date.now() + timeoutMs;
-  let url: string | undefined;
-  while (!url) {
-    url = /"http":"(http:\/\/[^"]+)"/.exec(out)?.[1];
-    if (url) break;
+  // Ready means /healthz answers 200, whatever the log level lets through.
+  for (;;) {
+    const ok = await fetch(`${url}/healthz`).then((r) => r.status === 200, () => false);
+    if (ok) break;
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`lacre serve did not start (exit ${child.exitCode}):\n${out}`);

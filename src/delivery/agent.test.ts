@@ -1,0 +1,239 @@
+// The delivery stage end to end on loopback: real queue and store, real DNS (the harness's fake
+// authoritative server), real SMTP over real TLS to harness sinks.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
+import { FakeDnsServer } from '../../test/harness/dns-server.ts';
+import { startSmtpSink, type SmtpSink } from '../../test/harness/smtp-sink.ts';
+import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
+import { createLogger } from '../log/logger.ts';
+import { Resolver } from '../dns/resolver.ts';
+import { QueueRunner } from '../queue/runner.ts';
+import { BounceComposer } from '../compose/bounces.ts';
+import type { TlsLevel } from '../tls-policy/levels.ts';
+import { SmtpDeliveryAgent } from './agent.ts';
+
+let ca: TestCA;
+let dns: FakeDnsServer;
+const certs: Record<string, IssuedCert> = {};
+
+before(async () => {
+  ca = await TestCA.create();
+  dns = await FakeDnsServer.start();
+  for (const name of ['mx1.dest.test', 'mx2.dest.test', 'mx.reuse.test', 'mx.slow.test']) {
+    certs[name] = await ca.issue({ names: [name] });
+  }
+});
+after(async () => {
+  await dns.close();
+});
+
+interface Rig {
+  data: TempData;
+  agent: SmtpDeliveryAgent;
+  runner: QueueRunner;
+  stop(): Promise<void>;
+}
+
+async function rig(options: {
+  smtpPort?: number;
+  routes?: Record<string, string>;
+  policies?: Record<string, TlsLevel>;
+  destinationConcurrency?: number;
+  concurrency?: number;
+}): Promise<Rig> {
+  const data = await openTempData({ schedule: { minBackoffMs: 50, maxBackoffMs: 50, maxAgeMs: 3_600_000 } });
+  const routes = new Map(
+    Object.entries(options.routes ?? {}).map(([domain, hostPort]) => {
+      const [host, port] = hostPort.split(':');
+      return [domain, { host, port: Number(port) }];
+    }),
+  );
+  const agent = new SmtpDeliveryAgent({
+    resolver: new Resolver({ servers: [dns.address], timeoutMs: 500, tries: 1 }),
+    routes,
+    smtpPort: options.smtpPort ?? 25,
+    policies: new Map(Object.entries(options.policies ?? {})),
+    defaultPolicy: 'may',
+    ehloName: 'lacre.test',
+    ca: [ca.certPem],
+    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
+    destinationConcurrency: options.destinationConcurrency ?? 5,
+    maxMessagesPerConnection: 100,
+    idleTimeoutMs: 2_000,
+    logger: createLogger({ level: 'silent' }),
+  });
+  const runner = new QueueRunner({
+    store: data.store,
+    agent,
+    logger: createLogger({ level: 'silent' }),
+    workerId: 'agent-test',
+    leaseMs: 10_000,
+    pollIntervalMs: 10,
+    concurrency: options.concurrency ?? 10,
+    schedule: data.queue.schedule,
+    finalFailures: new BounceComposer(data.queue, 'lacre.test'),
+  });
+  runner.start();
+  return {
+    data,
+    agent,
+    runner,
+    async stop() {
+      await runner.stop(2_000);
+      await agent.close();
+      await data.close();
+    },
+  };
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < 10_000; i++) {
+    if (await check()) return;
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+const message = (subject: string) => Buffer.from(`From: <app@sender.test>\r\nSubject: ${subject}\r\n\r\nhello\r\n`);
+
+test('falls back to the next MX when the first refuses connections, and records the hop it used', async () => {
+  const sink = await startSmtpSink({ tls: 'starttls', cert: certs['mx2.dest.test'], listen: { host: '127.0.0.3' } });
+  dns.add('fallback.test', { type: 'MX', preference: 10, exchange: 'mx1.dest.test' }, { type: 'MX', preference: 20, exchange: 'mx2.dest.test' });
+  dns.add('mx1.dest.test', { type: 'A', address: '127.0.0.2' }); // nothing listens there
+  dns.add('mx2.dest.test', { type: 'A', address: '127.0.0.3' });
+  const r = await rig({ smtpPort: sink.port, policies: { 'fallback.test': 'verify' } });
+  try {
+    const { messageId } = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['a@fallback.test'], content: message('fallback'), source: 'api' });
+    await until('delivery', async () => (await r.data.store.countByState()).delivered === 1);
+    const [recipient] = (await r.data.store.getMessage(messageId))!.recipients;
+    const detail = recipient.attempts[0].detail as Record<string, any>;
+    assert.equal(detail.mx, 'mx2.dest.test');
+    assert.equal(detail.ip, '127.0.0.3');
+    assert.deepEqual(detail.policy, { level: 'verify', source: 'static:verify' });
+    assert.equal(detail.hopFailures[0].host, 'mx1.dest.test');
+    assert.equal(detail.tls.verified, true);
+    assert.match(detail.tls.protocol, /^TLSv1\.[23]$/);
+    assert.equal(sink.messages().length, 1);
+  } finally {
+    await r.stop();
+    await sink.close();
+  }
+});
+
+test('a null MX bounces at once with a DSN, without any connection', async () => {
+  dns.add('nullmx.test', { type: 'MX', preference: 0, exchange: '' });
+  const r = await rig({});
+  try {
+    const { messageId } = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['a@nullmx.test'], content: message('null'), source: 'api' });
+    await until('bounce', async () => (await r.data.store.getMessage(messageId))!.recipients[0].state === 'bounced');
+    const [recipient] = (await r.data.store.getMessage(messageId))!.recipients;
+    assert.match(recipient.reason!, /null MX/);
+    assert.equal(recipient.attempts.length, 1);
+    await until('the DSN to be queued', async () => {
+      const row = await r.data.store.engine.get<{ n: number }>('SELECT COUNT(*) AS n FROM messages');
+      return Number(row!.n) === 2;
+    });
+  } finally {
+    await r.stop();
+  }
+});
+
+test('SERVFAIL on the MX lookup defers; NXDOMAIN bounces', async () => {
+  dns.fail('servfail.test', 'SERVFAIL');
+  dns.fail('nxdomain.test', 'NXDOMAIN');
+  const r = await rig({});
+  try {
+    const a = await r.data.queue.enqueue({ sender: null, recipients: ['a@servfail.test'], content: message('sf'), source: 'api' });
+    const b = await r.data.queue.enqueue({ sender: null, recipients: ['b@nxdomain.test'], content: message('nx'), source: 'api' });
+    await until('verdicts', async () => {
+      const sf = (await r.data.store.getMessage(a.messageId))!.recipients[0];
+      const nx = (await r.data.store.getMessage(b.messageId))!.recipients[0];
+      return sf.attempts.length >= 1 && sf.attempts[0].outcome !== null && nx.state === 'bounced';
+    });
+    assert.equal((await r.data.store.getMessage(a.messageId))!.recipients[0].attempts[0].outcome, 'deferred');
+    assert.equal((await r.data.store.getMessage(b.messageId))!.recipients[0].state, 'bounced');
+  } finally {
+    await r.stop();
+  }
+});
+
+test('a 4xx is retried and then delivered; a 5xx on RCPT bounces that recipient with a DSN and suppresses it', async () => {
+  let calls = 0;
+  const sink = await startSmtpSink({
+    tls: 'starttls',
+    cert: certs['mx1.dest.test'],
+    replies: {
+      rcpt: (address) => {
+        if (address.startsWith('later@')) return ++calls === 1 ? { code: 451, text: '4.3.0 try again later' } : undefined;
+        if (address.startsWith('gone@')) return { code: 550, text: '5.1.1 no such user' };
+        return undefined;
+      },
+    },
+  });
+  const r = await rig({ routes: { 'mixed.test': `127.0.0.1:${sink.port}` } });
+  try {
+    const { messageId } = await r.data.queue.enqueue({
+      sender: 'app@sender.test',
+      recipients: ['ok@mixed.test', 'later@mixed.test', 'gone@mixed.test'],
+      content: message('mixed'),
+      source: 'api',
+    });
+    await until('all settled', async () => {
+      const states = (await r.data.store.getMessage(messageId))!.recipients.map((x) => x.state);
+      return states.join() === 'delivered,delivered,bounced';
+    });
+    const view = (await r.data.store.getMessage(messageId))!;
+    const byAddress = Object.fromEntries(view.recipients.map((x) => [x.address, x]));
+    assert.deepEqual(byAddress['later@mixed.test'].attempts.map((a) => a.outcome), ['deferred', 'delivered']);
+    assert.equal(byAddress['gone@mixed.test'].attempts[0].enhancedCode, '5.1.1');
+    assert.equal(sink.messages().length, 2);
+    const refused = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['gone@mixed.test', 'ok@mixed.test'], content: message('again'), source: 'api' });
+    assert.equal(refused.refused.length, 1);
+  } finally {
+    await r.stop();
+    await sink.close();
+  }
+});
+
+test('reuses one connection and one TLS handshake for many messages to the same destination', async () => {
+  const sink = await startSmtpSink({ tls: 'starttls', cert: certs['mx.reuse.test'] });
+  dns.add('reuse.test', { type: 'MX', preference: 10, exchange: 'mx.reuse.test' });
+  dns.add('mx.reuse.test', { type: 'A', address: '127.0.0.1' });
+  const r = await rig({ smtpPort: sink.port, policies: { 'reuse.test': 'encrypt' }, destinationConcurrency: 1, concurrency: 1 });
+  try {
+    for (let i = 0; i < 10; i++) {
+      await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: [`r${i}@reuse.test`], content: message(`reuse ${i}`), source: 'api' });
+    }
+    await sink.waitForMessages(10, 15_000);
+    assert.equal(sink.sessions.length, 1, 'one connection');
+    assert.equal(sink.sessions[0].tls, true);
+    assert.equal(sink.sessions[0].commands.filter((c) => c.line.toUpperCase() === 'STARTTLS').length, 1, 'one TLS handshake');
+    assert.ok(sink.sessions[0].commands.some((c) => c.line.toUpperCase() === 'RSET'));
+  } finally {
+    await r.stop();
+    await sink.close();
+  }
+});
+
+test('never opens more connections to one destination than its concurrency limit', async () => {
+  const sink = await startSmtpSink({ tls: 'starttls', cert: certs['mx.slow.test'], delayMs: { dataEnd: 150 } });
+  const r = await rig({ routes: { 'slow.test': `127.0.0.1:${sink.port}` }, destinationConcurrency: 2, concurrency: 10 });
+  try {
+    for (let i = 0; i < 8; i++) {
+      await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: [`r${i}@slow.test`], content: message(`slow ${i}`), source: 'api' });
+    }
+    let peak = 0;
+    await sink.waitFor(() => {
+      peak = Math.max(peak, sink.sessions.filter((s) => !s.closed).length);
+      return sink.messages().length >= 8;
+    }, 20_000, '8 messages');
+    assert.ok(peak <= 2, `peak ${peak} concurrent connections`);
+    assert.ok(sink.sessions.length <= 2, `${sink.sessions.length} connections in all`);
+  } finally {
+    await r.stop();
+    await sink.close();
+  }
+});
