@@ -9,6 +9,8 @@ import type { Store } from '../store/store.ts';
 import type { ClaimedRecipient, NewMessage } from '../store/records.ts';
 import type { AttemptEffects } from '../store/store.ts';
 import { nextTransition, type RetrySchedule, type VerdictKind } from './retry-policy.ts';
+import { GroupCommit } from './group-commit.ts';
+import type { AttemptResult } from '../store/records.ts';
 
 export interface DeliveryBatch {
   messageId: string;
@@ -73,10 +75,12 @@ export class QueueRunner {
   #timer: NodeJS.Timeout | null = null;
   #heartbeat: NodeJS.Timeout | null = null;
   #polling: Promise<void> | null = null;
+  #commits: GroupCommit<{ result: AttemptResult; effects: AttemptEffects }, boolean>;
 
   constructor(options: RunnerOptions) {
     this.#o = options;
     this.#clock = options.clock ?? Date.now;
+    this.#commits = new GroupCommit((items) => options.store.completeAttempts(items));
   }
 
   get inFlightCount(): number {
@@ -190,47 +194,58 @@ export class QueueRunner {
         batch.recipients.map((r) => [r.recipientId, { kind: 'transient', reason: `local error: ${(err as Error).message}` }]),
       );
     }
-    for (const recipient of batch.recipients) {
-      const verdict = verdicts.get(recipient.recipientId) ?? {
-        kind: 'transient' as const,
-        reason: 'local error: delivery agent gave no verdict for this recipient',
-      };
-      const now = this.#clock();
-      const transition = nextTransition(
-        verdict.kind,
-        { number: recipient.attemptNumber, now, expiresAt: recipient.expiresAt },
-        this.#o.schedule,
-      );
-      const reason =
-        transition.state === 'expired' ? `expired after ${recipient.attemptNumber} attempts: ${verdict.reason}` : verdict.reason;
-      const effects: AttemptEffects = {};
-      if (transition.state === 'bounced' && verdict.hardBounce) {
-        effects.suppress = { address: recipient.address, reason: reason ?? 'hard bounce', messageId: recipient.messageId, at: now };
-      }
-      if ((transition.state === 'bounced' || transition.state === 'expired') && this.#o.finalFailures && batch.sender !== null) {
-        try {
-          const dsn = await this.#o.finalFailures.bounceMessage(batch, recipient, { ...verdict, reason }, transition.state, now);
-          if (dsn) effects.enqueue = dsn;
-        } catch (err) {
-          log.error({ err, messageId: recipient.messageId }, 'building the bounce message failed');
-        }
-      }
-      const kept = await this.#o.store.completeAttempt({
-        recipientId: recipient.recipientId,
-        attemptId: recipient.attemptId,
-        outcome: transition.outcome,
-        state: transition.state,
-        nextAttemptAt: transition.nextAttemptAt,
-        reason,
-        replyCode: verdict.replyCode ?? null,
-        enhancedCode: verdict.enhancedCode ?? null,
-        detail: verdict.detail ?? {},
-        endedAt: now,
-      }, effects);
-      const fields = { messageId: recipient.messageId, recipientId: recipient.recipientId, attempt: recipient.attemptNumber };
-      if (!kept) log.warn(fields, 'lease lost before the attempt was recorded; another worker owns this recipient');
-      else log.info({ ...fields, state: transition.state, replyCode: verdict.replyCode ?? undefined }, 'attempt recorded');
+    await Promise.all(batch.recipients.map((recipient) => this.#record(batch, recipient, verdicts)));
+  }
+
+  async #record(batch: DeliveryBatch, recipient: ClaimedRecipient, verdicts: Map<string, RecipientVerdict>): Promise<void> {
+    const log = this.#o.logger;
+    const verdict = verdicts.get(recipient.recipientId) ?? {
+      kind: 'transient' as const,
+      reason: 'local error: delivery agent gave no verdict for this recipient',
+    };
+    const now = this.#clock();
+    const transition = nextTransition(
+      verdict.kind,
+      { number: recipient.attemptNumber, now, expiresAt: recipient.expiresAt },
+      this.#o.schedule,
+    );
+    const reason =
+      transition.state === 'expired' ? `expired after ${recipient.attemptNumber} attempts: ${verdict.reason}` : verdict.reason;
+    const effects: AttemptEffects = {};
+    if (transition.state === 'bounced' && verdict.hardBounce) {
+      effects.suppress = { address: recipient.address, reason: reason ?? 'hard bounce', messageId: recipient.messageId, at: now };
     }
+    if ((transition.state === 'bounced' || transition.state === 'expired') && this.#o.finalFailures && batch.sender !== null) {
+      try {
+        const dsn = await this.#o.finalFailures.bounceMessage(batch, recipient, { ...verdict, reason }, transition.state, now);
+        if (dsn) effects.enqueue = dsn;
+      } catch (err) {
+        log.error({ err, messageId: recipient.messageId }, 'building the bounce message failed');
+      }
+    }
+    const result: AttemptResult = {
+      recipientId: recipient.recipientId,
+      attemptId: recipient.attemptId,
+      outcome: transition.outcome,
+      state: transition.state,
+      nextAttemptAt: transition.nextAttemptAt,
+      reason,
+      replyCode: verdict.replyCode ?? null,
+      enhancedCode: verdict.enhancedCode ?? null,
+      detail: verdict.detail ?? {},
+      endedAt: now,
+    };
+    let kept: boolean;
+    try {
+      kept = await this.#commits.submit({ result, effects });
+    } catch (err) {
+      // The lease runs out and the recipient is tried again: nothing is lost, at worst sent twice.
+      log.error({ err, messageId: recipient.messageId, recipientId: recipient.recipientId }, 'recording the attempt failed');
+      return;
+    }
+    const fields = { messageId: recipient.messageId, recipientId: recipient.recipientId, attempt: recipient.attemptNumber };
+    if (!kept) log.warn(fields, 'lease lost before the attempt was recorded; another worker owns this recipient');
+    else log.info({ ...fields, state: transition.state, replyCode: verdict.replyCode ?? undefined }, 'attempt recorded');
   }
 
   async #release(recipients: ClaimedRecipient[]): Promise<number> {

@@ -10,13 +10,22 @@ export interface SqlExecutor {
   run(sql: string, params?: SqlValue[]): Promise<{ changes: number }>;
 }
 
+export interface TransactionOptions {
+  /**
+   * false for writes whose loss in a power cut costs nothing but time (leases: lost leases only
+   * return work to the queue). Such commits skip the fsync; the next durable commit flushes them
+   * too. Acceptance and verdicts are always durable. Default true.
+   */
+  durable?: boolean;
+}
+
 export interface SqlEngine extends SqlExecutor {
   readonly dialect: 'sqlite' | 'postgres';
   /**
    * Runs `fn` in one write transaction, committed durably before the promise resolves; rolled
    * back if `fn` throws. Nothing else runs on this connection meanwhile.
    */
-  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Appended to the SELECT that picks rows to lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL). */
   readonly claimLockClause: string;
   /** Column type for binary data (sealed values): BLOB or BYTEA. */

@@ -4,7 +4,7 @@
 // (a server and a CLI) take the write lock up front instead of failing mid-transaction.
 import { closeSync, openSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
-import type { SqlEngine, SqlExecutor, SqlValue } from './engine.ts';
+import type { SqlEngine, SqlExecutor, SqlValue, TransactionOptions } from './engine.ts';
 
 export class SqliteEngine implements SqlEngine {
   readonly dialect = 'sqlite';
@@ -65,18 +65,29 @@ export class SqliteEngine implements SqlEngine {
     return this.#exclusive(() => this.#raw.run(sql, params));
   }
 
-  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    const durable = options.durable ?? true;
     return this.#exclusive(async () => {
-      this.#db.exec('BEGIN IMMEDIATE');
+      // WAL with synchronous=NORMAL still survives a crash of the process, only not of the machine.
+      if (!durable) this.#db.exec('PRAGMA synchronous = NORMAL');
       try {
-        const result = await fn(this.#raw);
-        this.#db.exec('COMMIT');
-        return result;
-      } catch (err) {
-        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-        throw err;
+        return await this.#inTransaction(fn);
+      } finally {
+        if (!durable) this.#db.exec('PRAGMA synchronous = FULL');
       }
     });
+  }
+
+  async #inTransaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = await fn(this.#raw);
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw err;
+    }
   }
 
   /** Folds the WAL back into the main file (used before backups and by tests that scan files). */

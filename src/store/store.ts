@@ -179,7 +179,7 @@ export class Store {
           ORDER BY r.message_id, r.position`,
         claimed,
       );
-    });
+    }, { durable: false });
     return rows.map((row) => {
       const address = this.sealer.openString(row.address_sealed, ctx('recipients', 'address_sealed'));
       return {
@@ -212,7 +212,7 @@ export class Store {
         if (changes === 1) held.push(token);
       }
       return held;
-    });
+    }, { durable: false });
   }
 
   /**
@@ -221,41 +221,57 @@ export class Store {
    * recipient that another worker has taken over. Returns false when the lease was lost.
    */
   async completeAttempt(result: AttemptResult, effects: AttemptEffects = {}): Promise<boolean> {
-    const final = result.state !== 'queued' && result.state !== 'deferred';
+    const [kept] = await this.completeAttempts([{ result, effects }]);
+    return kept;
+  }
+
+  /**
+   * Records several attempts in one durable transaction (group commit: one fsync for many
+   * verdicts). Each is fenced on its own; the returned flags say which were kept.
+   */
+  async completeAttempts(items: Array<{ result: AttemptResult; effects?: AttemptEffects }>): Promise<boolean[]> {
+    if (items.length === 0) return [];
     return this.engine.transaction(async (tx) => {
-      const { changes } = await tx.run(
-        `UPDATE recipients
-            SET state = ?, next_attempt_at = ?, reason_sealed = ?, updated_at = ?, finalized_at = ?,
-                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-          WHERE id = ? AND lease_token = ? AND state IN ('queued', 'deferred')`,
-        [
-          result.state,
-          result.nextAttemptAt,
-          result.reason === null ? null : this.sealer.seal(result.reason, ctx('recipients', 'reason_sealed')),
-          result.endedAt,
-          final ? result.endedAt : null,
-          result.recipientId,
-          result.attemptId,
-        ],
-      );
-      if (changes !== 1) return false;
-      await tx.run(
-        `UPDATE attempts SET ended_at = ?, outcome = ?, reply_code = ?, enhanced_code = ?, detail_sealed = ? WHERE id = ?`,
-        [
-          result.endedAt,
-          result.outcome,
-          result.replyCode,
-          result.enhancedCode,
-          this.sealer.seal(JSON.stringify(result.detail), ctx('attempts', 'detail_sealed')),
-          result.attemptId,
-        ],
-      );
-      // In the same transaction as the verdict, so a crash can never record a bounce without
-      // its DSN or its suppression.
-      if (effects.suppress) await this.#suppress(tx, effects.suppress);
-      if (effects.enqueue) await this.#insertMessage(tx, effects.enqueue);
-      return true;
+      const kept: boolean[] = [];
+      for (const { result, effects } of items) kept.push(await this.#completeAttempt(tx, result, effects ?? {}));
+      return kept;
     });
+  }
+
+  async #completeAttempt(tx: SqlExecutor, result: AttemptResult, effects: AttemptEffects): Promise<boolean> {
+    const final = result.state !== 'queued' && result.state !== 'deferred';
+    const { changes } = await tx.run(
+      `UPDATE recipients
+          SET state = ?, next_attempt_at = ?, reason_sealed = ?, updated_at = ?, finalized_at = ?,
+              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+        WHERE id = ? AND lease_token = ? AND state IN ('queued', 'deferred')`,
+      [
+        result.state,
+        result.nextAttemptAt,
+        result.reason === null ? null : this.sealer.seal(result.reason, ctx('recipients', 'reason_sealed')),
+        result.endedAt,
+        final ? result.endedAt : null,
+        result.recipientId,
+        result.attemptId,
+      ],
+    );
+    if (changes !== 1) return false;
+    await tx.run(
+      `UPDATE attempts SET ended_at = ?, outcome = ?, reply_code = ?, enhanced_code = ?, detail_sealed = ? WHERE id = ?`,
+      [
+        result.endedAt,
+        result.outcome,
+        result.replyCode,
+        result.enhancedCode,
+        this.sealer.seal(JSON.stringify(result.detail), ctx('attempts', 'detail_sealed')),
+        result.attemptId,
+      ],
+    );
+    // In the same transaction as the verdict, so a crash can never record a bounce without
+    // its DSN or its suppression.
+    if (effects.suppress) await this.#suppress(tx, effects.suppress);
+    if (effects.enqueue) await this.#insertMessage(tx, effects.enqueue);
+    return true;
   }
 
   async #suppress(tx: SqlExecutor, entry: { address: string; reason: string; messageId: string | null; at: number }) {
@@ -310,7 +326,7 @@ export class Store {
         await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'released' WHERE id = ?`, [now, attemptId]);
       }
       return changes === 1;
-    });
+    }, { durable: false });
   }
 
   async messageContent(messageId: string): Promise<Buffer | null> {
