@@ -66,12 +66,12 @@ messages
     print(!!opts.json, view, () =>
       [
         `message ${view.id}  created ${view.createdAt}  ${view.size} bytes  from ${view.sender ?? '<>'}${view.requireTls ? '  REQUIRETLS' : ''}`,
-        ...view.recipients.map(
-          (r) =>
-            `  ${r.address}  ${r.state}  attempts ${r.attemptCount}` +
+        ...view.recipients.flatMap((r) => [
+          `  ${r.address}  ${r.state}  attempts ${r.attemptCount}` +
             (r.nextAttemptAt ? `  next ${r.nextAttemptAt}` : '') +
             (r.reason ? `  (${r.reason})` : ''),
-        ),
+          ...r.attempts.map((a) => `    ${a.startedAt}  ${a.outcome ?? 'in flight'}  ${describeAttempt(a.detail)}`),
+        ]),
       ].join('\n'),
     );
   });
@@ -163,6 +163,28 @@ program
   });
 
 class CliError extends Error {}
+
+/** One line on how an attempt travelled, like Postfix's `tls=` log field. */
+function describeAttempt(detail: Record<string, unknown> | null): string {
+  if (!detail) return '';
+  const d = detail as {
+    mx?: string;
+    ip?: string;
+    port?: number;
+    policy?: { level: string; source: string };
+    tls?: { tls?: boolean; protocol?: string; cipher?: string; verified?: boolean; verificationError?: string; downgrade?: { reason: string } };
+    reply?: { code: number; enhanced?: string | null };
+  };
+  const parts = [];
+  if (d.mx) parts.push(`${d.mx}[${d.ip}]:${d.port}`);
+  if (d.policy) parts.push(`policy=${d.policy.source}`);
+  if (d.tls) {
+    parts.push(d.tls.tls ? `tls=${d.tls.protocol} ${d.tls.cipher} ${d.tls.verified ? 'verified' : `unverified(${d.tls.verificationError ?? '?'})`}` : 'tls=none');
+    if (d.tls.downgrade) parts.push(`downgrade=${d.tls.downgrade.reason}`);
+  }
+  if (d.reply) parts.push(`reply=${d.reply.code}${d.reply.enhanced ? ` ${d.reply.enhanced}` : ''}`);
+  return parts.join('  ');
+}
 
 try {
   await program.parseAsync(process.argv);
