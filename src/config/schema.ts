@@ -7,6 +7,7 @@ import { parseDuration } from './duration.ts';
 import { TLS_LEVELS, parseTlsPolicies } from '../tls-policy/levels.ts';
 import { parseRoutes } from '../delivery/destination.ts';
 import { parseDnsServers } from '../dns/resolver.ts';
+import { DEFAULT_TIMEOUTS as SESSION_TIMEOUTS } from '../delivery/smtp-session.ts';
 
 const duration = (what: string) =>
   z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -38,15 +39,14 @@ function keyValueSetting<T>(what: string, parse: (text: string) => Map<string, T
   }
 }
 
+// The configurable subset of the SMTP client's timeouts (RFC 5321 §4.5.3.2 defaults live there).
 const DEFAULT_TIMEOUTS = {
-  connect: 30_000,
-  // RFC 5321 §4.5.3.2: greeting 5 min, MAIL 5 min, RCPT 5 min, DATA initiation 2 min,
-  // data block 3 min, DATA termination 10 min.
-  greeting: 300_000,
-  command: 300_000,
-  dataInit: 120_000,
-  dataBlock: 180_000,
-  dataDone: 600_000,
+  connect: SESSION_TIMEOUTS.connect,
+  greeting: SESSION_TIMEOUTS.greeting,
+  command: SESSION_TIMEOUTS.command,
+  dataInit: SESSION_TIMEOUTS.dataInit,
+  dataBlock: SESSION_TIMEOUTS.dataBlock,
+  dataDone: SESSION_TIMEOUTS.dataDone,
 };
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

@@ -5,8 +5,9 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { format } from 'node:util';
-import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import type { SMTPConnectionOptions, SMTPConnectionSendInfo, SMTPEnvelope } from 'nodemailer/lib/smtp-connection';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { referenceClient, connect, send, failure } from './reference-client.ts';
+import type { SMTPConnectionOptions, SMTPEnvelope } from 'nodemailer/lib/smtp-connection';
 import { TestCA } from './ca.ts';
 import type { IssuedCert } from './ca.ts';
 import { startSmtpSink } from './smtp-sink.ts';
@@ -32,48 +33,8 @@ before(async () => {
   good = await ca.issue({ names: [MX] });
 });
 
-type NodemailerError = Error & { code?: string; responseCode?: number; response?: string };
-
-function client(port: number, opts: SMTPConnectionOptions = {}): SMTPConnection {
-  const c = new SMTPConnection({
-    host: '127.0.0.1',
-    port,
-    name: 'client.lacre.test',
-    connectionTimeout: 3000,
-    greetingTimeout: 3000,
-    socketTimeout: 3000,
-    socketCloseTimeout: 0,
-    ...opts,
-    tls: { ca: ca.certPem, servername: MX, ...opts.tls },
-  });
-  c.on('error', () => {}); // the same errors reach the callbacks below
-  return c;
-}
-
-function connect(c: SMTPConnection): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    c.once('error', onError);
-    c.connect((err) => {
-      c.off('error', onError);
-      if (err) reject(err);
-      else resolve();
-    });
-  });
-}
-
-function send(c: SMTPConnection, envelope: SMTPEnvelope, message: string): Promise<SMTPConnectionSendInfo> {
-  return new Promise((resolve, reject) => c.send(envelope, message, (err, info) => (err ? reject(err) : resolve(info!))));
-}
-
-async function failure(p: Promise<unknown>): Promise<NodemailerError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as NodemailerError;
-  }
-  assert.fail('expected the operation to fail');
-}
+const client = (port: number, opts: SMTPConnectionOptions = {}): SMTPConnection =>
+  referenceClient({ port }, { ca: ca.certPem, servername: MX }, opts);
 
 async function deliver(port: number, opts: SMTPConnectionOptions, message: string) {
   const c = client(port, opts);

@@ -4,8 +4,9 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import tls from 'node:tls';
-import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import type { SMTPConnectionOptions, SMTPConnectionSendInfo, SMTPEnvelope } from 'nodemailer/lib/smtp-connection';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { referenceClient, connect, send, failure, type NodemailerError } from './reference-client.ts';
+import type { SMTPConnectionOptions, SMTPEnvelope } from 'nodemailer/lib/smtp-connection';
 import { TestCA } from './ca.ts';
 import type { IssuedCert } from './ca.ts';
 import { startSmtpSink } from './smtp-sink.ts';
@@ -21,49 +22,8 @@ before(async () => {
   good = await ca.issue({ names: [MX] });
 });
 
-type NodemailerError = Error & { code?: string; command?: string; originalCode?: string; responseCode?: number; response?: string; timeoutType?: string };
-
-// Every client gets short timeouts so a broken sink fails the test instead of hanging it.
-function client(sink: SmtpSink, opts: SMTPConnectionOptions = {}): SMTPConnection {
-  const c = new SMTPConnection({
-    host: sink.host,
-    port: sink.port,
-    name: 'client.lacre.test',
-    connectionTimeout: 3000,
-    greetingTimeout: 3000,
-    socketTimeout: 3000,
-    socketCloseTimeout: 0,
-    ...opts,
-    tls: { ca: ca.certPem, servername: MX, ...opts.tls },
-  });
-  c.on('error', () => {}); // the same errors reach the callbacks below
-  return c;
-}
-
-function connect(c: SMTPConnection): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    c.once('error', onError);
-    c.connect((err) => {
-      c.off('error', onError);
-      if (err) reject(err);
-      else resolve();
-    });
-  });
-}
-
-function send(c: SMTPConnection, envelope: SMTPEnvelope, message: string): Promise<SMTPConnectionSendInfo> {
-  return new Promise((resolve, reject) => c.send(envelope, message, (err, info) => (err ? reject(err) : resolve(info!))));
-}
-
-async function failure(p: Promise<unknown>): Promise<NodemailerError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as NodemailerError;
-  }
-  assert.fail('expected the operation to fail');
-}
+const client = (sink: SmtpSink, opts: SMTPConnectionOptions = {}): SMTPConnection =>
+  referenceClient(sink, { ca: ca.certPem, servername: MX }, opts);
 
 // Runs body against a fresh sink and always closes both ends.
 async function withSink(options: SmtpSinkOptions, body: (sink: SmtpSink) => Promise<void>): Promise<void> {
