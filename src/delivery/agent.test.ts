@@ -71,6 +71,7 @@ async function rig(options: {
     leaseMs: 10_000,
     pollIntervalMs: 10,
     concurrency: options.concurrency ?? 10,
+    destinationConcurrency: options.destinationConcurrency ?? 5,
     schedule: data.queue.schedule,
     finalFailures: new BounceComposer(data.queue, 'lacre.test'),
   });
@@ -235,5 +236,28 @@ test('never opens more connections to one destination than its concurrency limit
   } finally {
     await r.stop();
     await sink.close();
+  }
+});
+
+test('a slow destination cannot starve the others of delivery slots', async () => {
+  const slow = await startSmtpSink({ tls: 'starttls', cert: certs['mx.slow.test'], delayMs: { dataEnd: 400 } });
+  const fast = await startSmtpSink({ tls: 'starttls', cert: certs['mx.reuse.test'] });
+  const r = await rig({
+    routes: { 'slow.test': `127.0.0.1:${slow.port}`, 'fast.test': `127.0.0.1:${fast.port}` },
+    destinationConcurrency: 2,
+    concurrency: 4,
+  });
+  try {
+    for (let i = 0; i < 12; i++) {
+      await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: [`r${i}@slow.test`], content: message(`slow ${i}`), source: 'api' });
+    }
+    await slow.waitForSessions(1, 5_000);
+    await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['first@fast.test'], content: message('fast'), source: 'api' });
+    await fast.waitForMessages(1, 5_000);
+    assert.ok(slow.messages().length < 8, `the fast destination waited for ${slow.messages().length} slow deliveries`);
+  } finally {
+    await r.stop();
+    await slow.close();
+    await fast.close();
   }
 });

@@ -56,6 +56,11 @@ export interface RunnerOptions {
   leaseMs: number;
   pollIntervalMs: number;
   concurrency: number;
+  /**
+   * Batches in flight to one destination domain at most. Work for a saturated destination is
+   * left in the queue rather than taking slots that other destinations could use.
+   */
+  destinationConcurrency?: number;
   schedule: RetrySchedule;
   clock?: () => number;
   finalFailures?: FinalFailureHandler;
@@ -132,12 +137,32 @@ export class QueueRunner {
     const free = this.#o.concurrency - this.#inFlight.size;
     if (!this.#running || free <= 0) return;
     let claimed: ClaimedRecipient[];
+    const perDomain = this.#o.destinationConcurrency;
+    const batches = new Map<string, Set<string>>();
+    for (const flight of this.#inFlight) {
+      const set = batches.get(flight.batch.recipients[0].domainHash) ?? new Set<string>();
+      set.add(`in-flight ${set.size}`);
+      batches.set(flight.batch.recipients[0].domainHash, set);
+    }
+    // A recipient joins a batch already picked for its message and domain, or opens a new one if
+    // its destination still has room.
+    const accept = perDomain
+      ? ({ domainHash, messageId }: { domainHash: string; messageId: string }) => {
+          const set = batches.get(domainHash) ?? new Set<string>();
+          batches.set(domainHash, set);
+          if (set.has(messageId)) return true;
+          if (set.size >= perDomain) return false;
+          set.add(messageId);
+          return true;
+        }
+      : undefined;
     try {
       claimed = await this.#o.store.claimDue({
         owner: this.#o.workerId,
         now: this.#clock(),
         leaseMs: this.#o.leaseMs,
         limit: free,
+        accept,
       });
     } catch (err) {
       this.#o.logger.error({ err }, 'claiming due recipients failed');

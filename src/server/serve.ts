@@ -67,6 +67,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     leaseMs: config.queue.lease,
     pollIntervalMs: config.queue.pollInterval,
     concurrency: config.queue.concurrency,
+    destinationConcurrency: config.delivery.destinationConcurrency,
     schedule,
     finalFailures: new BounceComposer(queue, config.hostname),
   });

@@ -134,16 +134,30 @@ export class Store {
    * queued or deferred, its next attempt time has come, and it has no live lease: an expired lease
    * means its worker died, so its open attempt is closed as abandoned and the work is taken over.
    */
-  async claimDue(options: { owner: string; now: number; leaseMs: number; limit: number }): Promise<ClaimedRecipient[]> {
-    const { owner, now, leaseMs, limit } = options;
+  async claimDue(options: {
+    owner: string;
+    now: number;
+    leaseMs: number;
+    limit: number;
+    /**
+     * Whether to take a due recipient, asked in due order; lets the caller skip destinations
+     * that already have all the connections they may have. Candidates looked at: 4 × limit.
+     */
+    accept?: (candidate: { domainHash: string; messageId: string }) => boolean;
+  }): Promise<ClaimedRecipient[]> {
+    const { owner, now, leaseMs, limit, accept } = options;
     const rows = await this.engine.transaction(async (tx) => {
-      const due = await tx.all<{ id: string; lease_token: string | null }>(
-        `SELECT id, lease_token FROM recipients
+      const candidates = await tx.all<{ id: string; lease_token: string | null; domain_hash: string; message_id: string }>(
+        `SELECT id, lease_token, domain_hash, message_id FROM recipients
           WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
             AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
-          ORDER BY next_attempt_at, id
+          ORDER BY next_attempt_at, message_id, position
           LIMIT ? ${this.engine.claimLockClause}`,
-        [now, now, limit],
+        [now, now, accept ? limit * 4 : limit],
+      );
+      const due = (accept ? candidates.filter((c) => accept({ domainHash: c.domain_hash, messageId: c.message_id })) : candidates).slice(
+        0,
+        limit,
       );
       const claimed = [];
       for (const { id, lease_token: staleToken } of due) {
