@@ -261,3 +261,20 @@ test('a slow destination cannot starve the others of delivery slots', async () =
     await fast.close();
   }
 });
+
+test('under encrypt, a destination without STARTTLS is deferred with the named reason and sees no MAIL FROM', async () => {
+  const sink = await startSmtpSink({ tls: 'none' });
+  const r = await rig({ routes: { 'plain.test': `127.0.0.1:${sink.port}` }, policies: { 'plain.test': 'encrypt' } });
+  try {
+    const { messageId } = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['a@plain.test'], content: message('plain'), source: 'api' });
+    await until('deferral', async () => (await r.data.store.getMessage(messageId))!.recipients[0].state === 'deferred');
+    const [recipient] = (await r.data.store.getMessage(messageId))!.recipients;
+    assert.match(recipient.reason!, /starttls-not-supported/);
+    assert.deepEqual((recipient.attempts[0].detail as any).policy, { level: 'encrypt', source: 'static:encrypt' });
+    assert.ok(sink.sessions.length >= 1);
+    assert.ok(sink.sessions.every((s) => !s.commands.some((c) => /^MAIL/i.test(c.line))), 'no MAIL FROM in plaintext');
+  } finally {
+    await r.stop();
+    await sink.close();
+  }
+});
