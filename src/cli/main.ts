@@ -1,39 +1,14 @@
 // The `lacre` command line (commander). Thin: every command loads the same configuration and
 // calls the same services as the server. Commands with --json print exactly one JSON document on
 // stdout; logs and errors go to stderr.
-import { Command } from 'commander';
-import { loadConfig, ConfigError } from '../config/load.ts';
-import type { Config } from '../config/schema.ts';
+import { ConfigError } from '../config/load.ts';
 import { formatDuration } from '../config/duration.ts';
 import { createLogger } from '../log/logger.ts';
 import { loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { startServer } from '../server/serve.ts';
-
-const program = new Command('lacre')
-  .description('Lacre: email delivery whose mail travels sealed.')
-  .option('-c, --config <file>', 'JSON configuration file (default: $LACRE_CONFIG); LACRE_* env vars override it')
-  .showHelpAfterError()
-  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-
-function config(): Config {
-  return loadConfig({ file: program.opts().config });
-}
-
-async function withStore<T>(fn: (store: Store, cfg: Config) => Promise<T>): Promise<T> {
-  const cfg = config();
-  const store = await Store.open({ dataDir: cfg.dataDir, sealer: new Sealer(loadKeyring(cfg)) });
-  try {
-    return await fn(store, cfg);
-  } finally {
-    await store.close();
-  }
-}
-
-function print(json: boolean, value: unknown, text: () => string): void {
-  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n');
-}
+import { program, config, withStore, print, CliError } from './context.ts';
 
 program
   .command('serve')
@@ -161,8 +136,6 @@ program
       ].join('\n'),
     );
   });
-
-class CliError extends Error {}
 
 /** One line on how an attempt travelled, like Postfix's `tls=` log field. */
 function describeAttempt(detail: Record<string, unknown> | null): string {

@@ -84,6 +84,59 @@ export const MIGRATIONS: Migration[] = [
        )`,
     ],
   },
+  {
+    version: 3,
+    name: 'senders-and-access',
+    statements: ({ blob }) => [
+      // Sender domains are operator configuration (like routes), kept in plaintext so the From
+      // domain of every submission can be looked up; the last verification report is sealed
+      // because it quotes whatever the domain's DNS answered.
+      `CREATE TABLE domains (
+         name TEXT PRIMARY KEY,
+         created_at BIGINT NOT NULL,
+         status TEXT NOT NULL CHECK (status IN ('pending', 'verified')),
+         verified_at BIGINT,
+         verified_by TEXT,
+         checked_at BIGINT,
+         check_sealed ${blob}
+       )`,
+      // DKIM keys: pending (published, not yet seen in DNS) → active (signing) → retiring (still
+      // published, no longer signing) → retired (private key erased).
+      `CREATE TABLE dkim_keys (
+         id TEXT PRIMARY KEY,
+         domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+         selector TEXT NOT NULL,
+         algorithm TEXT NOT NULL CHECK (algorithm IN ('ed25519', 'rsa')),
+         public_key TEXT NOT NULL,
+         private_key_sealed ${blob},
+         state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'retiring', 'retired')),
+         created_at BIGINT NOT NULL,
+         activated_at BIGINT,
+         retire_at BIGINT,
+         UNIQUE (domain, selector)
+       )`,
+      // API keys: the secret is stored only as a slow hash (scrypt), never sealed or reversible.
+      `CREATE TABLE api_keys (
+         id TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         scopes TEXT NOT NULL,
+         secret_hash TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         disabled_at BIGINT,
+         last_used_at BIGINT
+       )`,
+      // Who changed what, when. The detail is sealed: it may name people or addresses.
+      `CREATE TABLE audit_log (
+         id TEXT PRIMARY KEY,
+         at BIGINT NOT NULL,
+         actor TEXT NOT NULL,
+         action TEXT NOT NULL,
+         subject TEXT,
+         detail_sealed ${blob}
+       )`,
+      `CREATE INDEX audit_log_at ON audit_log (at)`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

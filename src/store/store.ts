@@ -10,6 +10,8 @@ import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { migrate } from './migrations.ts';
 import { SqliteEngine } from './sqlite-engine.ts';
 import { uuidv7 } from './ids.ts';
+import { DomainsTable } from './domains-table.ts';
+import { AuditTable } from './audit-table.ts';
 import type {
   AttemptResult,
   AttemptView,
@@ -30,6 +32,9 @@ export const SEALED_COLUMNS = [
   { table: 'recipients', key: 'id', column: 'address_sealed' },
   { table: 'attempts', key: 'id', column: 'detail_sealed' },
   { table: 'suppressions', key: 'address_hash', column: 'reason_sealed' },
+  { table: 'domains', key: 'name', column: 'check_sealed' },
+  { table: 'dkim_keys', key: 'id', column: 'private_key_sealed' },
+  { table: 'audit_log', key: 'id', column: 'detail_sealed' },
 ] as const;
 
 const ctx = (table: string, column: string) => `${table}.${column}`;
@@ -42,10 +47,14 @@ export interface StoreOptions {
 export class Store {
   readonly engine: SqlEngine;
   readonly sealer: Sealer;
+  readonly domains: DomainsTable;
+  readonly audit: AuditTable;
 
   private constructor(engine: SqlEngine, sealer: Sealer) {
     this.engine = engine;
     this.sealer = sealer;
+    this.domains = new DomainsTable(engine, sealer);
+    this.audit = new AuditTable(engine, sealer);
   }
 
   /** Opens the embedded database in the data dir, applies migrations and loads the lookup key. */
