@@ -2,6 +2,7 @@
 // calls the same services as the server. Commands with --json print exactly one JSON document on
 // stdout; logs and errors go to stderr.
 import { ConfigError } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
 import { formatDuration } from '../config/duration.ts';
 import { createLogger } from '../log/logger.ts';
 import { loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../sealing/keyring.ts';
