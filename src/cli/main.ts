@@ -10,6 +10,7 @@ import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { startServer } from '../server/serve.ts';
 import { program, config, withStore, print, CliError } from './context.ts';
+// Command groups in their own modules (one per noun):
 
 program
   .command('serve')
@@ -159,6 +160,8 @@ function describeAttempt(detail: Record<string, unknown> | null): string {
   if (d.reply) parts.push(`reply=${d.reply.code}${d.reply.enhanced ? ` ${d.reply.enhanced}` : ''}`);
   return parts.join('  ');
 }
+
+// Register command groups here, one line each.
 
 try {
   await program.parseAsync(process.argv);
