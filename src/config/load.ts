@@ -36,6 +36,14 @@ export const ENV_SETTINGS: ReadonlyArray<{ env: string; path: string[]; list?: b
   { env: 'LACRE_SMTP_TIMEOUT_DATA_INIT', path: ['delivery', 'timeouts', 'dataInit'] },
   { env: 'LACRE_SMTP_TIMEOUT_DATA_BLOCK', path: ['delivery', 'timeouts', 'dataBlock'] },
   { env: 'LACRE_SMTP_TIMEOUT_DATA_DONE', path: ['delivery', 'timeouts', 'dataDone'] },
+  { env: 'LACRE_RETURN_PATH_SUBDOMAIN', path: ['senders', 'returnPathSubdomain'] },
+  { env: 'LACRE_RETURN_PATH_LOCAL_PART', path: ['senders', 'returnPathLocalPart'] },
+  { env: 'LACRE_SPF_INCLUDE', path: ['senders', 'spfInclude'] },
+  { env: 'LACRE_SPF_IP4', path: ['senders', 'spfIp4'], list: true },
+  { env: 'LACRE_SPF_IP6', path: ['senders', 'spfIp6'], list: true },
+  { env: 'LACRE_DMARC_RUA', path: ['senders', 'dmarcRua'] },
+  { env: 'LACRE_TLSRPT_RUA', path: ['senders', 'tlsRptRua'] },
+  { env: 'LACRE_DKIM_ROTATION_GRACE', path: ['senders', 'dkimRotationGrace'] },
 ];
 
 /** Settings whose values are secrets: never echoed back in an error message. */

@@ -132,6 +132,42 @@ export const configSchema = z
         idleTimeout: 10_000,
         timeouts: DEFAULT_TIMEOUTS,
       }),
+    senders: z
+      .object({
+        /**
+         * The return path (envelope sender) of every message is `<localPart>+<token>@<subdomain>.<domain>`:
+         * under the sender's own domain so SPF aligns for DMARC (RFC 7489 §3.1.2), on a subdomain
+         * whose MX is Lacre so bounces come back here. Empty subdomain: the domain itself.
+         */
+        returnPathSubdomain: z
+          .string()
+          .regex(/^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)?$/, 'expected one DNS label such as "bounces", or empty for the domain itself')
+          .default('bounces'),
+        returnPathLocalPart: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$/, 'expected a short local part such as "bounce"')
+          .default('bounce'),
+        /** What the printed SPF record authorises. Neither set: `a:<hostname>`. */
+        spfInclude: z.string().regex(/^[A-Za-z0-9._-]+$/, 'expected a domain such as spf.lacre.example').optional(),
+        spfIp4: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/, 'expected an IPv4 address or CIDR')).default([]),
+        spfIp6: z.array(z.string().regex(/^[0-9A-Fa-f:.]+(\/\d{1,3})?$/, 'expected an IPv6 address or CIDR')).default([]),
+        /** Aggregate report address for the starter DMARC record; `{domain}` is replaced. */
+        dmarcRua: z.string().default('mailto:dmarc-reports@{domain}'),
+        /** TLS-RPT report address for the domain's own inbound mail (RFC 8460); `{domain}` is replaced. */
+        tlsRptRua: z.string().default('mailto:tls-reports@{domain}'),
+        /** How long old DKIM keys stay published and usable for verification after a rotation. */
+        dkimRotationGrace: duration('senders.dkimRotationGrace').default(7 * 86_400_000),
+      })
+      .strict()
+      .default({
+        returnPathSubdomain: 'bounces',
+        returnPathLocalPart: 'bounce',
+        spfIp4: [],
+        spfIp6: [],
+        dmarcRua: 'mailto:dmarc-reports@{domain}',
+        tlsRptRua: 'mailto:tls-reports@{domain}',
+        dkimRotationGrace: 7 * 86_400_000,
+      }),
     log: z
       .object({ level: z.enum(LOG_LEVELS).default('info') })
       .strict()

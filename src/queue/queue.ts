@@ -16,6 +16,8 @@ export interface Submission {
   requireTls?: boolean;
   source: 'api' | 'smtp' | 'system' | 'cli';
   metadata?: Record<string, unknown>;
+  /** Chosen by compose when the id must appear in the content or return path; a uuidv7. */
+  messageId?: string;
 }
 
 export interface Accepted {
@@ -87,7 +89,7 @@ export class Queue {
     if (queued.length === 0) {
       throw new SubmissionError(`every recipient is suppressed: ${refused.map((r) => r.reason).join('; ')}`);
     }
-    const messageId = uuidv7(now);
+    const messageId = submission.messageId ?? uuidv7(now);
     const message: NewMessage = {
       id: messageId,
       createdAt: now,

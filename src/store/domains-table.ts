@@ -95,8 +95,12 @@ export class DomainsTable {
     });
   }
 
-  async addKeys(name: string, keys: NewDkimKey[]): Promise<void> {
-    await this.#engine.transaction((tx) => this.#insertKeys(tx, name, keys));
+  /** Adds a new pending key pair, dropping any pending pair it supersedes. */
+  async replacePending(name: string, keys: NewDkimKey[]): Promise<void> {
+    await this.#engine.transaction(async (tx) => {
+      await tx.run(`DELETE FROM dkim_keys WHERE domain = ? AND state = 'pending'`, [name]);
+      await this.#insertKeys(tx, name, keys);
+    });
   }
 
   async #insertKeys(tx: SqlExecutor, domain: string, keys: NewDkimKey[]): Promise<void> {
