@@ -11,6 +11,8 @@ import { Store } from '../store/store.ts';
 import { startServer } from '../server/serve.ts';
 import { program, config, withStore, print, CliError } from './context.ts';
 // Command groups in their own modules (one per noun):
+import { registerDomainCommands } from './commands/domains.ts';
+import { registerKeyCommands } from './commands/keys.ts';
 
 program
   .command('serve')
@@ -162,6 +164,8 @@ function describeAttempt(detail: Record<string, unknown> | null): string {
 }
 
 // Register command groups here, one line each.
+registerDomainCommands(program);
+registerKeyCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -12,6 +12,7 @@ import { SqliteEngine } from './sqlite-engine.ts';
 import { uuidv7 } from './ids.ts';
 import { DomainsTable } from './domains-table.ts';
 import { AuditTable } from './audit-table.ts';
+import { ApiKeysTable } from './api-keys-table.ts';
 import type {
   AttemptResult,
   AttemptView,
@@ -49,12 +50,14 @@ export class Store {
   readonly sealer: Sealer;
   readonly domains: DomainsTable;
   readonly audit: AuditTable;
+  readonly apiKeys: ApiKeysTable;
 
   private constructor(engine: SqlEngine, sealer: Sealer) {
     this.engine = engine;
     this.sealer = sealer;
     this.domains = new DomainsTable(engine, sealer);
     this.audit = new AuditTable(engine, sealer);
+    this.apiKeys = new ApiKeysTable(engine, sealer);
   }
 
   /** Opens the embedded database in the data dir, applies migrations and loads the lookup key. */
