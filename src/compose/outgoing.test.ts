@@ -22,6 +22,9 @@ import { Composer, SenderRefused, MessageRejected } from './outgoing.ts';
 import { parseReturnPath } from './return-path.ts';
 import { fieldsNamed, parseMessage, fieldValue } from './message-headers.ts';
 
+/** Selectors carry the year they were made in. */
+const Y = new Date().getUTCFullYear();
+
 let ca: TestCA;
 let dns: FakeDnsServer;
 let mxCert: IssuedCert;
@@ -155,7 +158,7 @@ test('compose adds Date and a Message-ID under the sending domain, drops Bcc and
     assert.match(signatures.join(' '), /a=rsa-sha256;.*d=shop\.test/s);
     // From is over-signed: listed once more than it occurs.
     assert.match(signatures[0].replace(/\s/g, ''), /h=from:from:/i);
-    assert.deepEqual(await mailauthVerdicts(stored), { 'lacre-ed-2026a': 'pass', 'lacre-rsa-2026a': 'pass' });
+    assert.deepEqual(await mailauthVerdicts(stored), { [`lacre-ed-${Y}a`]: 'pass', [`lacre-rsa-${Y}a`]: 'pass' });
 
     const view = await r.data.store.getMessage(accepted.messageId);
     assert.match(view!.sender!, /^bounce\+[0-9a-f]{32}\.[0-9a-f]{12}@bounces\.shop\.test$/);
@@ -209,11 +212,11 @@ test('signatures still verify with mailauth and dkimpy after the message travell
     const [delivered] = await sink.waitForMessages(1, 10_000);
     assert.equal(delivered.tls, true);
     assert.match(delivered.mailFrom.address, /^bounce\+.*@bounces\.travel\.test$/);
-    assert.deepEqual(await mailauthVerdicts(delivered.data), { 'lacre-ed-2026a': 'pass', 'lacre-rsa-2026a': 'pass' });
+    assert.deepEqual(await mailauthVerdicts(delivered.data), { [`lacre-ed-${Y}a`]: 'pass', [`lacre-rsa-${Y}a`]: 'pass' });
     const records = dkimRecordMap(domain.records);
     assert.deepEqual((await verifyWithDkimpy(delivered.data, records)).map((v) => [v.selector, v.ok]), [
-      ['lacre-ed-2026a', true],
-      ['lacre-rsa-2026a', true],
+      [`lacre-ed-${Y}a`, true],
+      [`lacre-rsa-${Y}a`, true],
     ]);
 
     const tamperedBody = Buffer.from(delivered.data.toString('latin1').replace('8-bit body', '8-bit bodY'), 'latin1');
@@ -256,9 +259,9 @@ test('a DKIM key rotation keeps every message verifiable: before, during and aft
 
     const all = { ...dkimRecordMap(added.records), ...dkimRecordMap(rotating.records) };
     const expectations: Array<[Buffer, string[]]> = [
-      [beforeRotation, ['lacre-ed-2026a', 'lacre-rsa-2026a']],
-      [duringRotation, ['lacre-ed-2026a', 'lacre-rsa-2026a']],
-      [afterSwitch, ['lacre-ed-2026b', 'lacre-rsa-2026b']],
+      [beforeRotation, [`lacre-ed-${Y}a`, `lacre-rsa-${Y}a`]],
+      [duringRotation, [`lacre-ed-${Y}a`, `lacre-rsa-${Y}a`]],
+      [afterSwitch, [`lacre-ed-${Y}b`, `lacre-rsa-${Y}b`]],
     ];
     for (const [content, selectors] of expectations) {
       assert.deepEqual(await mailauthVerdicts(content), Object.fromEntries(selectors.map((s) => [s, 'pass'])));

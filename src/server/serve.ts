@@ -15,11 +15,17 @@ import { Resolver } from '../dns/resolver.ts';
 import { SmtpDeliveryAgent } from '../delivery/agent.ts';
 import { readFileSync } from 'node:fs';
 import { buildHttpServer, type HttpState } from './http.ts';
+import { ApiKeys } from '../access/api-keys.ts';
+import { SenderDomains, senderSettingsFrom } from '../domains/sender-domains.ts';
+import { Composer } from '../compose/outgoing.ts';
+import { domainRoutes } from './routes/domains.ts';
 
 export interface RunningServer {
   httpUrl: string;
   queue: Queue;
   store: Store;
+  domains: SenderDomains;
+  composer: Composer;
   agent: SmtpDeliveryAgent;
   runner: QueueRunner;
   stop(reason: string): Promise<void>;
@@ -42,11 +48,21 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     maxAgeMs: config.queue.maxAge,
   };
   const queue = new Queue(store, schedule);
+  const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout });
+  const keys = new ApiKeys(store);
+  const domains = new SenderDomains({
+    store,
+    resolver,
+    settings: senderSettingsFrom(config),
+    rotationGraceMs: config.senders.dkimRotationGrace,
+  });
+  const composer = new Composer({ queue, domains, tag: (id) => sealer.lookupHash('return-path', id) });
   const state: HttpState = { ready: false };
   const http = buildHttpServer({ logger, state });
+  await http.register(domainRoutes({ keys, domains }));
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const agent = new SmtpDeliveryAgent({
-    resolver: new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout }),
+    resolver,
     routes: new Map(Object.entries(config.delivery.routes)),
     smtpPort: config.delivery.smtpPort,
     policies: new Map(Object.entries(config.tls.policies)),
@@ -100,6 +116,8 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     httpUrl,
     queue,
     store,
+    domains,
+    composer,
     agent,
     runner,
     stop(reason: string) {
