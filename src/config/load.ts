@@ -36,6 +36,8 @@ export const ENV_SETTINGS: ReadonlyArray<{ env: string; path: string[]; list?: b
   { env: 'LACRE_SMTP_TIMEOUT_DATA_INIT', path: ['delivery', 'timeouts', 'dataInit'] },
   { env: 'LACRE_SMTP_TIMEOUT_DATA_BLOCK', path: ['delivery', 'timeouts', 'dataBlock'] },
   { env: 'LACRE_SMTP_TIMEOUT_DATA_DONE', path: ['delivery', 'timeouts', 'dataDone'] },
+  { env: 'LACRE_BOUNCE_HOST', path: ['bounces', 'host'] },
+  { env: 'LACRE_BOUNCE_PORT', path: ['bounces', 'port'] },
   { env: 'LACRE_RETURN_PATH_SUBDOMAIN', path: ['senders', 'returnPathSubdomain'] },
   { env: 'LACRE_RETURN_PATH_LOCAL_PART', path: ['senders', 'returnPathLocalPart'] },
   { env: 'LACRE_SPF_INCLUDE', path: ['senders', 'spfInclude'] },

@@ -168,6 +168,17 @@ export const configSchema = z
         tlsRptRua: 'mailto:tls-reports@{domain}',
         dkimRotationGrace: 7 * 86_400_000,
       }),
+    bounces: z
+      .object({
+        /**
+         * The MX for return-path domains: receives asynchronous bounces (DSNs). Off unless a port
+         * is set, because a public MX needs port 25 and a deliberate firewall decision.
+         */
+        host: z.string().min(1).default('127.0.0.1'),
+        port: port.optional(),
+      })
+      .strict()
+      .default({ host: '127.0.0.1' }),
     log: z
       .object({ level: z.enum(LOG_LEVELS).default('info') })
       .strict()

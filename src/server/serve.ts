@@ -19,6 +19,7 @@ import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains, senderSettingsFrom } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
 import { domainRoutes } from './routes/domains.ts';
+import { startBounceReceiver, type BounceReceiver } from '../intake/bounce-receiver.ts';
 
 export interface RunningServer {
   httpUrl: string;
@@ -94,6 +95,24 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     await store.close();
     throw err;
   }
+  let bounces: BounceReceiver | null = null;
+  if (config.bounces.port !== undefined) {
+    try {
+      bounces = await startBounceReceiver({
+        host: config.bounces.host,
+        port: config.bounces.port,
+        hostname: config.hostname,
+        store,
+        localPart: config.senders.returnPathLocalPart,
+        tag: (id) => sealer.lookupHash('return-path', id),
+        logger: logger.child({ component: 'bounces' }),
+      });
+    } catch (err) {
+      await http.close();
+      await store.close();
+      throw err;
+    }
+  }
   runner.start();
   state.ready = true;
   const address = http.server.address();
@@ -107,6 +126,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       sealingKey: keyring.current.idHex,
       worker: workerId,
       tlsDefaultPolicy: config.tls.defaultPolicy,
+      ...(bounces ? { bounceReceiver: `${config.bounces.host}:${bounces.port}` } : {}),
     },
     'lacre is serving',
   );
@@ -127,6 +147,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
         // Stop taking work first, then let in-flight deliveries finish or give their leases back,
         // and only then close the database they write to.
         await http.close();
+        await bounces?.close();
         const result = await runner.stop(config.queue.shutdownGrace);
         await agent.close();
         await store.close();

@@ -339,6 +339,29 @@ export class Store {
     return changes > 0;
   }
 
+  /**
+   * A bounce that arrived after the recipient's server accepted the message (an asynchronous
+   * DSN to the return path): the delivered recipient becomes bounced, and a hard bounce is
+   * suppressed, in one transaction. Returns false when no delivered recipient matches.
+   */
+  async recordRemoteBounce(entry: { messageId: string; address: string; reason: string; suppress: boolean; at: number }): Promise<boolean> {
+    return this.engine.transaction(async (tx) => {
+      const { changes } = await tx.run(
+        `UPDATE recipients SET state = 'bounced', reason_sealed = ?, updated_at = ?
+          WHERE message_id = ? AND address_hash = ? AND state = 'delivered'`,
+        [
+          this.sealer.seal(entry.reason, ctx('recipients', 'reason_sealed')),
+          entry.at,
+          entry.messageId,
+          this.sealer.addressHash(entry.address),
+        ],
+      );
+      if (changes === 0) return false;
+      if (entry.suppress) await this.#suppress(tx, { address: entry.address, reason: entry.reason, messageId: entry.messageId, at: entry.at });
+      return true;
+    });
+  }
+
   /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */
   async releaseLease(recipientId: string, attemptId: string, now: number): Promise<boolean> {
     return this.engine.transaction(async (tx) => {
