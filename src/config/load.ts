@@ -46,6 +46,7 @@ export const ENV_SETTINGS: ReadonlyArray<{ env: string; path: string[]; list?: b
   { env: 'LACRE_DMARC_RUA', path: ['senders', 'dmarcRua'] },
   { env: 'LACRE_TLSRPT_RUA', path: ['senders', 'tlsRptRua'] },
   { env: 'LACRE_DKIM_ROTATION_GRACE', path: ['senders', 'dkimRotationGrace'] },
+  { env: 'LACRE_DOMAINS_RECHECK_INTERVAL', path: ['senders', 'recheckInterval'] },
 ];
 
 /** Settings whose values are secrets: never echoed back in an error message. */

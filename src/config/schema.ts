@@ -157,6 +157,8 @@ export const configSchema = z
         tlsRptRua: z.string().default('mailto:tls-reports@{domain}'),
         /** How long old DKIM keys stay published and usable for verification after a rotation. */
         dkimRotationGrace: duration('senders.dkimRotationGrace').default(7 * 86_400_000),
+        /** How often the server re-checks the DNS of domains waiting on it (pending rotation, unverified). */
+        recheckInterval: duration('senders.recheckInterval').default(3_600_000),
       })
       .strict()
       .default({
@@ -167,6 +169,7 @@ export const configSchema = z
         dmarcRua: 'mailto:dmarc-reports@{domain}',
         tlsRptRua: 'mailto:tls-reports@{domain}',
         dkimRotationGrace: 7 * 86_400_000,
+        recheckInterval: 3_600_000,
       }),
     bounces: z
       .object({

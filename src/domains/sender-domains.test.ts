@@ -234,3 +234,25 @@ test('domain names are normalised to lower-case A-labels and bad ones are refuse
   assert.equal(nextSelectorSuffix(2026, ['lacre-ed-2026a', 'lacre-rsa-2026a', 'lacre-rsa-2026b']), '2026c');
   assert.equal(nextSelectorSuffix(2027, ['lacre-ed-2026a']), '2027a');
 });
+
+test('the periodic recheck switches a rotation once the new records appear, and leaves settled domains alone', async () => {
+  const { data, domains } = await setup();
+  try {
+    const settled = await domains.add('settled.test', 'cli:alice');
+    publishRecords(dns, settled.records);
+    await domains.verify('settled.test', { actor: 'cli:alice' });
+    const added = await domains.add('auto.test', 'cli:alice');
+    publishRecords(dns, added.records);
+    await domains.verify('auto.test', { actor: 'cli:alice' });
+    const rotating = await domains.rotateDkim('auto.test', 'cli:alice');
+
+    assert.deepEqual((await domains.recheckWaiting()).map((o) => [o.domain.domain, o.activated.length]), [['auto.test', 0]]);
+    publishRecords(dns, rotating.records, (r) => r.purpose === 'dkim' && r.keyState === 'pending');
+    assert.deepEqual((await domains.recheckWaiting()).map((o) => [o.domain.domain, o.activated.length]), [['auto.test', 2]]);
+    assert.deepEqual(await domains.recheckWaiting(), []);
+    const audit = await data.store.audit.list({ subject: 'auto.test' });
+    assert.equal(audit.at(-1)?.actor, 'system');
+  } finally {
+    await data.close();
+  }
+});

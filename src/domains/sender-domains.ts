@@ -206,6 +206,21 @@ export class SenderDomains {
   }
 
   /**
+   * Re-checks the domains that wait on DNS: a rotation whose new records may now be published, or
+   * a domain not yet verified. Run periodically by the server, so signing switches without an
+   * operator having to come back; retires keys whose grace period ended.
+   */
+  async recheckWaiting(actor = 'system'): Promise<VerifyOutcome[]> {
+    const outcomes: VerifyOutcome[] = [];
+    for (const domain of await this.#store.domains.list()) {
+      const waiting = domain.keys.some((k) => k.state === 'pending') || domain.status === 'pending';
+      if (waiting) outcomes.push(await this.verify(domain.name, { actor }));
+    }
+    await this.#store.domains.retireDue(this.#clock());
+    return outcomes;
+  }
+
+  /**
    * May `address` appear as a sender (From, Sender, envelope)? Its domain, or the closest
    * registered parent (news.example.com under example.com: DMARC's relaxed alignment, RFC 7489
    * §3.1.1), must be registered and verified.

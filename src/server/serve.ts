@@ -114,6 +114,11 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     }
   }
   runner.start();
+  // DNS changes by domain owners are picked up without anyone running `domains verify` again.
+  const recheck = setInterval(() => {
+    domains.recheckWaiting().catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'domain recheck failed'));
+  }, config.senders.recheckInterval);
+  recheck.unref();
   state.ready = true;
   const address = http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;
@@ -144,6 +149,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       stopping ??= (async () => {
         logger.info({ reason }, 'shutting down');
         state.ready = false;
+        clearInterval(recheck);
         // Stop taking work first, then let in-flight deliveries finish or give their leases back,
         // and only then close the database they write to.
         await http.close();
