@@ -22,7 +22,16 @@ function lacre(args: string[], env: Record<string, string>) {
 test('serve answers /healthz on its HTTP port and stops cleanly on SIGTERM', async () => {
   const dataDir = tempDir();
   const child = spawn(process.execPath, [bin, 'serve'], {
-    env: { ...process.env, LACRE_CONFIG: '', LACRE_DATA_DIR: dataDir, LACRE_HTTP_PORT: '0', LACRE_LOG_LEVEL: 'info' },
+    // Every listener on a free port, so parallel tests never collide (submission defaults to 1587/1465).
+    env: {
+      ...process.env,
+      LACRE_CONFIG: '',
+      LACRE_DATA_DIR: dataDir,
+      LACRE_HTTP_PORT: '0',
+      LACRE_SUBMISSION_PORT: '0',
+      LACRE_SUBMISSION_TLS_PORT: '0',
+      LACRE_LOG_LEVEL: 'info',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

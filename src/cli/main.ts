@@ -11,6 +11,7 @@ import { Store } from '../store/store.ts';
 import { startServer } from '../server/serve.ts';
 import { program, config, withStore, print, CliError } from './context.ts';
 // Command groups in their own modules (one per noun):
+import { registerWebhookCommands } from './commands/webhooks.ts';
 import { registerDomainCommands } from './commands/domains.ts';
 import { registerKeyCommands } from './commands/keys.ts';
 
@@ -164,6 +165,7 @@ function describeAttempt(detail: Record<string, unknown> | null): string {
 }
 
 // Register command groups here, one line each.
+registerWebhookCommands(program);
 registerDomainCommands(program);
 registerKeyCommands(program);
 

@@ -21,6 +21,21 @@ const duration = (what: string) =>
 
 const port = z.coerce.number({ error: 'expected a TCP port number (0-65535)' }).int().min(0).max(65535);
 
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
+
+/** A size in bytes: a number, or text such as `25MB` (K, M, G are powers of 1024). */
+const byteSize = (what: string, min: number, max: number) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const match = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(String(value));
+    const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
+    const bytes = match && unit !== undefined ? Number(match[1]) * unit : NaN;
+    if (!Number.isSafeInteger(bytes) || bytes < min || bytes > max) {
+      ctx.addIssue({ code: 'custom', message: `${what}: expected a size from ${min} bytes to ${max / 1024 ** 2} MB, such as 26214400, 500KB or 25MB` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
 /** A setting given as "a=b,c=d" text (env) or as an object (file), checked by `parse`. */
 function keyValueSetting<T>(what: string, parse: (text: string) => Map<string, T>) {
   return z
@@ -76,9 +91,15 @@ export const configSchema = z
       .object({
         host: z.string().min(1).default('127.0.0.1'),
         port: port.default(8080),
+        /** PEM certificate chain and key: both set switch the API to HTTPS (TLS 1.2 or later). */
+        tlsCert: z.string().min(1).optional(),
+        tlsKey: z.string().min(1).optional(),
       })
       .strict()
-      .default({ host: '127.0.0.1', port: 8080 }),
+      .default({ host: '127.0.0.1', port: 8080 })
+      .refine((h) => (h.tlsCert === undefined) === (h.tlsKey === undefined), {
+        message: 'http.tlsCert and http.tlsKey go together (LACRE_HTTP_TLS_CERT, LACRE_HTTP_TLS_KEY): set both for HTTPS, or neither for plain HTTP on loopback',
+      }),
     dns: z
       .object({
         servers: z
@@ -182,6 +203,27 @@ export const configSchema = z
       })
       .strict()
       .default({ host: '127.0.0.1' }),
+    submission: z
+      .object({
+        /** SMTP submission for clients (RFC 6409): STARTTLS on `port`, implicit TLS on `tlsPort` (RFC 8314 §3.3). */
+        host: z.string().min(1).default('127.0.0.1'),
+        port: port.default(1587),
+        tlsPort: port.default(1465),
+        /** PEM certificate chain and key; both unset: a self-signed pair is generated into the data dir. */
+        tlsCert: z.string().min(1).optional(),
+        tlsKey: z.string().min(1).optional(),
+        /** Largest message accepted (SMTP SIZE, RFC 1870), in bytes. */
+        maxSize: byteSize('submission.maxSize', 1024, 256 * 1024 * 1024).default(25 * 1024 * 1024),
+      })
+      .strict()
+      .default({ host: '127.0.0.1', port: 1587, tlsPort: 1465, maxSize: 25 * 1024 * 1024 })
+      .refine((s) => (s.tlsCert === undefined) === (s.tlsKey === undefined), {
+        message:
+          'submission.tlsCert and submission.tlsKey go together (LACRE_SUBMISSION_TLS_CERT, LACRE_SUBMISSION_TLS_KEY): set both, or neither for a generated self-signed certificate',
+      })
+      .refine((s) => s.port === 0 || s.port !== s.tlsPort, {
+        message: 'submission.port and submission.tlsPort must differ (one listener speaks STARTTLS, the other implicit TLS)',
+      }),
     log: z
       .object({ level: z.enum(LOG_LEVELS).default('info') })
       .strict()
@@ -211,6 +253,40 @@ export const configSchema = z
         message: 'queue.minBackoff must not exceed queue.maxBackoff',
       })
       .refine((q) => q.lease >= 1_000, { message: 'queue.lease must be at least 1s' }),
+    webhooks: z
+      .object({
+        /**
+         * Webhooks to loopback addresses (http or https): how tests and receivers on the same
+         * machine work. Switch off where API keys with `read` must not reach local services.
+         */
+        allowLoopback: z
+          .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'expected true or false (1/0, yes/no)' })])
+          .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
+          .default(true),
+        /** POSTs in flight at once per process, each to a different webhook. */
+        concurrency: z.coerce.number().int().min(1).max(100).default(4),
+        /** Events per POST at most. */
+        batchSize: z.coerce.number().int().min(1).max(1000).default(100),
+        /** Whole-request timeout, connect to last byte. */
+        timeout: duration('webhooks.timeout').default(10_000),
+        minBackoff: duration('webhooks.minBackoff').default(30_000),
+        maxBackoff: duration('webhooks.maxBackoff').default(3_600_000),
+        /** Give an event's delivery up this long after the event. */
+        maxAge: duration('webhooks.maxAge').default(86_400_000),
+        pollInterval: duration('webhooks.pollInterval').default(1_000),
+      })
+      .strict()
+      .default({
+        allowLoopback: true,
+        concurrency: 4,
+        batchSize: 100,
+        timeout: 10_000,
+        minBackoff: 30_000,
+        maxBackoff: 3_600_000,
+        maxAge: 86_400_000,
+        pollInterval: 1_000,
+      })
+      .refine((w) => w.minBackoff <= w.maxBackoff, { message: 'webhooks.minBackoff must not exceed webhooks.maxBackoff' }),
   })
   .strict();
 

@@ -101,6 +101,10 @@ export class Queue {
       metadata: submission.metadata ?? {},
       recipients: queued,
       firstAttemptAt: now,
+      // Committed with the message as `blocked` events (see store/events-table.ts).
+      refused: recipients
+        .filter((r) => suppressed.has(r.address))
+        .map((r) => ({ id: r.id, address: r.address, reason: refused.find((x) => x.address === r.address)!.reason })),
     };
     return { message, accepted: { messageId, recipients: queued, refused } };
   }

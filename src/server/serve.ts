@@ -19,7 +19,14 @@ import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains, senderSettingsFrom } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
 import { domainRoutes } from './routes/domains.ts';
+import { eventRoutes } from './routes/events.ts';
+import { webhookRoutes } from './routes/webhooks.ts';
+import { Webhooks } from '../events/webhooks.ts';
+import { WebhookDispatcher, dispatcherSettingsFrom } from '../events/dispatcher.ts';
+import { resolverLookup } from '../events/url-guard.ts';
 import { startBounceReceiver, type BounceReceiver } from '../intake/bounce-receiver.ts';
+import { startSubmission, type SubmissionListeners } from '../intake/smtp-submission.ts';
+import { loadListenerCertificate } from '../intake/listener-cert.ts';
 
 export interface RunningServer {
   httpUrl: string;
@@ -61,6 +68,9 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const state: HttpState = { ready: false };
   const http = buildHttpServer({ logger, state });
   await http.register(domainRoutes({ keys, domains }));
+  const webhookLookup = resolverLookup(resolver);
+  await http.register(eventRoutes({ keys, store }));
+  await http.register(webhookRoutes({ keys, webhooks: new Webhooks(store, { lookup: webhookLookup, allowLoopback: config.webhooks.allowLoopback }) }));
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const agent = new SmtpDeliveryAgent({
     resolver,
@@ -88,6 +98,14 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     schedule,
     finalFailures: new BounceComposer(queue, config.hostname),
   });
+  const webhookDispatcher = new WebhookDispatcher({
+    store,
+    logger: logger.child({ component: 'webhooks' }),
+    workerId,
+    lookup: webhookLookup,
+    ca,
+    ...dispatcherSettingsFrom(config.webhooks),
+  });
 
   try {
     await http.listen({ host: config.http.host, port: config.http.port });
@@ -98,7 +116,11 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   let bounces: BounceReceiver | null = null;
   if (config.bounces.port !== undefined) {
     try {
+      // STARTTLS for the bounces too: they quote the original headers. A self-signed certificate
+      // is enough here: senders to an MX encrypt opportunistically and do not verify (RFC 7435).
+      const cert = await loadListenerCertificate({ dataDir: config.dataDir, hostname: config.hostname, name: 'bounces' });
       bounces = await startBounceReceiver({
+        tls: { cert: cert.cert, key: cert.key },
         host: config.bounces.host,
         port: config.bounces.port,
         hostname: config.hostname,
@@ -113,7 +135,26 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       throw err;
     }
   }
+  let submission: SubmissionListeners;
+  try {
+    submission = await startSubmission({
+      config: { ...config.submission, hostname: config.hostname, dataDir: config.dataDir },
+      keys,
+      composer,
+      domains,
+      store,
+      logger: logger.child({ component: 'submission' }),
+      onQueued: () => runner.nudge(),
+      closeGraceMs: config.queue.shutdownGrace,
+    });
+  } catch (err) {
+    await bounces?.close();
+    await http.close();
+    await store.close();
+    throw err;
+  }
   runner.start();
+  webhookDispatcher.start();
   // DNS changes by domain owners are picked up without anyone running `domains verify` again.
   const recheck = setInterval(() => {
     domains.recheckWaiting().catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'domain recheck failed'));
@@ -131,6 +172,12 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       sealingKey: keyring.current.idHex,
       worker: workerId,
       tlsDefaultPolicy: config.tls.defaultPolicy,
+      submission: {
+        host: submission.host,
+        starttls: submission.ports.starttls,
+        implicitTls: submission.ports.implicit,
+        certificateSha256: submission.fingerprint,
+      },
       ...(bounces ? { bounceReceiver: `${config.bounces.host}:${bounces.port}` } : {}),
     },
     'lacre is serving',
@@ -152,10 +199,12 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
         clearInterval(recheck);
         // Stop taking work first, then let in-flight deliveries finish or give their leases back,
         // and only then close the database they write to.
-        await http.close();
+        await Promise.all([http.close(), submission.close(config.queue.shutdownGrace)]);
         await bounces?.close();
         const result = await runner.stop(config.queue.shutdownGrace);
         await agent.close();
+        // After the runner: its last verdicts may have added outbox rows; the rest wait in the outbox.
+        await webhookDispatcher.stop(config.queue.shutdownGrace);
         await store.close();
         logger.info(result, 'stopped');
       })();

@@ -137,6 +137,88 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX audit_log_at ON audit_log (at)`,
     ],
   },
+  {
+    version: 4,
+    name: 'send-api',
+    statements: ({ blob }) => [
+      // Mailjet-compatible numeric ids (MessageID): one per recipient, a safe JS integer (< 2^53)
+      // from a counter bumped in the same transaction as the insert. Rows queued before this
+      // migration have none and are reached through their UUID only.
+      `CREATE TABLE counters (
+         name TEXT PRIMARY KEY,
+         value BIGINT NOT NULL
+       )`,
+      `INSERT INTO counters (name, value) VALUES ('recipient_public_id', 0)`,
+      `ALTER TABLE recipients ADD COLUMN public_id BIGINT`,
+      `CREATE UNIQUE INDEX recipients_public_id ON recipients (public_id)`,
+      // Idempotency-Key of the send API: the first response to (API key, key) is kept for 24 h and
+      // replayed byte for byte. Keyed by an HMAC of both; the response is sealed because it lists
+      // recipient addresses. `response_status` is NULL while the first request is still running.
+      `CREATE TABLE idempotency_keys (
+         id TEXT PRIMARY KEY,
+         api_key_id TEXT NOT NULL,
+         request_hash TEXT NOT NULL,
+         response_status INTEGER,
+         response_sealed ${blob},
+         created_at BIGINT NOT NULL,
+         expires_at BIGINT NOT NULL
+       )`,
+      `CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)`,
+    ],
+  },
+  {
+    version: 5,
+    name: 'events-and-webhooks',
+    statements: ({ blob }) => [
+      // What happened to each recipient, written in the verdict's own transaction. The facts are
+      // sealed: they hold the address and whatever the remote server replied. The id (uuidv7) is
+      // the paging cursor of GET /v1/events; api_key_id is whose webhooks hear of it.
+      `CREATE TABLE events (
+         id TEXT PRIMARY KEY,
+         at BIGINT NOT NULL,
+         type TEXT NOT NULL CHECK (type IN ('sent', 'deferred', 'bounce', 'blocked', 'unsub')),
+         message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+         recipient_id TEXT,
+         api_key_id TEXT,
+         payload_sealed ${blob} NOT NULL
+       )`,
+      `CREATE INDEX events_key ON events (api_key_id, id)`,
+      `CREATE INDEX events_message ON events (message_id)`,
+      // Webhooks belong to an API key and go with it. URL (may carry a token) and signing secret
+      // (must stay reversible to sign with) are sealed.
+      `CREATE TABLE webhooks (
+         id TEXT PRIMARY KEY,
+         api_key_id TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+         url_sealed ${blob} NOT NULL,
+         secret_sealed ${blob} NOT NULL,
+         event_types TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         disabled_at BIGINT,
+         disabled_reason TEXT
+       )`,
+      `CREATE INDEX webhooks_key ON webhooks (api_key_id)`,
+      // The durable outbox: one row per (webhook, event), leased by dispatchers like recipients.
+      `CREATE TABLE webhook_deliveries (
+         id TEXT PRIMARY KEY,
+         webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+         event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+         state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+         attempts INTEGER NOT NULL DEFAULT 0,
+         created_at BIGINT NOT NULL,
+         next_attempt_at BIGINT NOT NULL,
+         lease_owner TEXT,
+         lease_token TEXT,
+         lease_expires_at BIGINT,
+         last_attempt_at BIGINT,
+         last_status INTEGER,
+         last_error TEXT,
+         finished_at BIGINT,
+         UNIQUE (webhook_id, event_id)
+       )`,
+      `CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at)`,
+      `CREATE INDEX webhook_deliveries_lease ON webhook_deliveries (lease_token)`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

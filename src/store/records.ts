@@ -19,6 +19,8 @@ export interface NewMessage {
   metadata: Record<string, unknown>;
   recipients: Array<{ id: string; address: string }>;
   firstAttemptAt: number;
+  /** Recipients refused at intake (suppressed): each gets a `blocked` event in the same transaction. */
+  refused?: Array<{ id: string; address: string; reason: string }>;
 }
 
 /** A recipient leased to one worker for one attempt. */

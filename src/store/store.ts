@@ -13,6 +13,9 @@ import { uuidv7 } from './ids.ts';
 import { DomainsTable } from './domains-table.ts';
 import { AuditTable } from './audit-table.ts';
 import { ApiKeysTable } from './api-keys-table.ts';
+import { SendApiTable, allocatePublicIds } from './send-api-table.ts';
+import { EventsTable } from './events-table.ts';
+import { WebhooksTable } from './webhooks-table.ts';
 import type {
   AttemptResult,
   AttemptView,
@@ -36,6 +39,10 @@ export const SEALED_COLUMNS = [
   { table: 'domains', key: 'name', column: 'check_sealed' },
   { table: 'dkim_keys', key: 'id', column: 'private_key_sealed' },
   { table: 'audit_log', key: 'id', column: 'detail_sealed' },
+  { table: 'idempotency_keys', key: 'id', column: 'response_sealed' },
+  { table: 'events', key: 'id', column: 'payload_sealed' },
+  { table: 'webhooks', key: 'id', column: 'url_sealed' },
+  { table: 'webhooks', key: 'id', column: 'secret_sealed' },
 ] as const;
 
 const ctx = (table: string, column: string) => `${table}.${column}`;
@@ -51,6 +58,9 @@ export class Store {
   readonly domains: DomainsTable;
   readonly audit: AuditTable;
   readonly apiKeys: ApiKeysTable;
+  readonly sendApi: SendApiTable;
+  readonly events: EventsTable;
+  readonly webhooks: WebhooksTable;
 
   private constructor(engine: SqlEngine, sealer: Sealer) {
     this.engine = engine;
@@ -58,6 +68,9 @@ export class Store {
     this.domains = new DomainsTable(engine, sealer);
     this.audit = new AuditTable(engine, sealer);
     this.apiKeys = new ApiKeysTable(engine, sealer);
+    this.sendApi = new SendApiTable(engine, sealer);
+    this.events = new EventsTable(engine, sealer);
+    this.webhooks = new WebhooksTable(engine, sealer);
   }
 
   /** Opens the embedded database in the data dir, applies migrations and loads the lookup key. */
@@ -122,23 +135,28 @@ export class Store {
       s.seal(message.content, ctx('message_contents', 'content_sealed')),
     ]);
     let position = 0;
+    // Every recipient gets its numeric MessageID (send API) in the same transaction.
+    const firstPublicId = await allocatePublicIds(tx, message.recipients.length);
     for (const recipient of message.recipients) {
       await tx.run(
         `INSERT INTO recipients (id, message_id, position, address_sealed, address_hash, domain_hash, state,
-           next_attempt_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
+           next_attempt_at, updated_at, public_id)
+         VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`,
         [
           recipient.id,
           message.id,
-          position++,
+          position,
           s.seal(recipient.address, ctx('recipients', 'address_sealed')),
           s.addressHash(recipient.address),
           s.domainHash(domainOf(recipient.address)),
           message.firstAttemptAt,
           message.createdAt,
+          firstPublicId + position++,
         ],
       );
     }
+    // Suppressed recipients get their `blocked` event with the message, or not at all.
+    await this.events.recordRefused(tx, message);
   }
 
   /**
@@ -294,9 +312,10 @@ export class Store {
       ],
     );
     // In the same transaction as the verdict, so a crash can never record a bounce without
-    // its DSN or its suppression.
+    // its DSN, its suppression or its event (and the event's webhook outbox rows).
     if (effects.suppress) await this.#suppress(tx, effects.suppress);
     if (effects.enqueue) await this.#insertMessage(tx, effects.enqueue);
+    await this.events.recordVerdict(tx, result, effects);
     return true;
   }
 

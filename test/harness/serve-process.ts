@@ -22,6 +22,8 @@ export interface ServeProcess {
   kill(): Promise<void>;
   /** Peak resident set size (VmHWM) in bytes, from /proc, while the process runs. */
   peakRss(): number | null;
+  /** The SMTP submission ports and certificate fingerprint, from the "SMTP submission listening" log line (needs log level info). */
+  submission(): { starttls: number; implicit: number; fingerprint: string } | null;
 }
 
 /** A port free right now on 127.0.0.1 (the server binds it moments later). */
@@ -37,7 +39,17 @@ export async function startServeProcess(env: Record<string, string>, timeoutMs =
   const port = env.LACRE_HTTP_PORT ?? String(await freePort());
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(process.execPath, [bin, 'serve'], {
-    env: { ...process.env, LACRE_CONFIG: '', LACRE_LOG_LEVEL: 'info', ...env, LACRE_HTTP_PORT: port },
+    // The SMTP submission listeners default to 1587/1465; free ports unless the test chose them,
+    // so tests running in parallel never collide (submissionPorts() reads back what was bound).
+    env: {
+      ...process.env,
+      LACRE_CONFIG: '',
+      LACRE_LOG_LEVEL: 'info',
+      LACRE_SUBMISSION_PORT: '0',
+      LACRE_SUBMISSION_TLS_PORT: '0',
+      ...env,
+      LACRE_HTTP_PORT: port,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -78,6 +90,14 @@ export async function startServeProcess(env: Record<string, string>, timeoutMs =
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGKILL');
       await exited;
+    },
+    submission() {
+      for (const line of out.split('\n')) {
+        if (!line.includes('"SMTP submission listening"')) continue;
+        const entry = JSON.parse(line) as { starttls: number; implicitTls: number; certificate: { sha256: string } };
+        return { starttls: entry.starttls, implicit: entry.implicitTls, fingerprint: entry.certificate.sha256 };
+      }
+      return null;
     },
     peakRss() {
       try {

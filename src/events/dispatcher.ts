@@ -1,0 +1,354 @@
+// The webhook dispatcher: a worker loop that leases due rows of the durable outbox
+// (webhook_deliveries), POSTs each webhook's batch as one signed JSON array, and records the
+// outcome fenced by the lease token. 2xx is success; 410 Gone disables the webhook; anything else
+// (other statuses, timeouts, refused connections, a host that now resolves somewhere it must not)
+// is retried with exponential backoff until the row is `webhooks.maxAge` (24 h) old, then given up
+// and recorded as failed. Deliveries are at least once and unordered: receivers deduplicate on
+// `event_id`. Every delivery re-vets the URL and connects only to the address it vetted (see
+// url-guard.ts), with TLS 1.2 at least, verified against the system CAs plus tls.caFile.
+// May import: ../store, ../log and ../config (types), ./format, ./signature, ./url-guard, node built-ins.
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
+import { isIP, type LookupFunction } from 'node:net';
+import type { Logger } from '../log/logger.ts';
+import type { Config } from '../config/schema.ts';
+import type { Store } from '../store/store.ts';
+import type { ClaimedBatch, DeliveryVerdict } from '../store/webhooks-table.ts';
+import { formatEvent } from './format.ts';
+import { SIGNATURE_HEADER, signWebhookBody } from './signature.ts';
+import { vetWebhookUrl, type HostLookup, type VettedUrl } from './url-guard.ts';
+
+export interface WebhookSchedule {
+  /** Wait after the first failed attempt; doubles after each further one. */
+  minBackoffMs: number;
+  maxBackoffMs: number;
+  /** Give a row up this long after its event (the last try is made at that age). */
+  maxAgeMs: number;
+}
+
+export const DEFAULT_WEBHOOK_SCHEDULE: WebhookSchedule = { minBackoffMs: 30_000, maxBackoffMs: 3_600_000, maxAgeMs: 86_400_000 };
+
+/** What becomes of an outbox row after its `attempts`-th failed attempt at `now`. Pure. */
+export function webhookRetry(
+  attempts: number,
+  createdAt: number,
+  now: number,
+  schedule: WebhookSchedule,
+): { state: 'pending' | 'failed'; nextAttemptAt: number } {
+  const giveUpAt = createdAt + schedule.maxAgeMs;
+  if (now >= giveUpAt) return { state: 'failed', nextAttemptAt: now };
+  const delay = Math.min(schedule.maxBackoffMs, schedule.minBackoffMs * 2 ** Math.max(0, Math.min(attempts - 1, 40)));
+  return { state: 'pending', nextAttemptAt: Math.min(now + delay, giveUpAt) };
+}
+
+/** The dispatcher's settings from the configuration (webhooks.*). */
+export function dispatcherSettingsFrom(webhooks: Config['webhooks']): Pick<
+  WebhookDispatcherOptions,
+  'allowLoopback' | 'concurrency' | 'batchSize' | 'timeoutMs' | 'pollIntervalMs' | 'schedule'
+> {
+  return {
+    allowLoopback: webhooks.allowLoopback,
+    concurrency: webhooks.concurrency,
+    batchSize: webhooks.batchSize,
+    timeoutMs: webhooks.timeout,
+    pollIntervalMs: webhooks.pollInterval,
+    schedule: { minBackoffMs: webhooks.minBackoff, maxBackoffMs: webhooks.maxBackoff, maxAgeMs: webhooks.maxAge },
+  };
+}
+
+export interface WebhookDispatcherOptions {
+  store: Store;
+  logger: Logger;
+  /** Lease owner name, unique per process (the queue runner's worker id will do). */
+  workerId: string;
+  /** How webhook hosts are resolved (resolverLookup(resolver) in the server). */
+  lookup: HostLookup;
+  /** Extra trusted CA certificates (PEM), on top of the system store (tls.caFile). */
+  ca?: string[];
+  /** Allow loopback receivers. Default true. */
+  allowLoopback?: boolean;
+  /** Batches (POSTs) in flight at once, each to a different webhook. Default 4. */
+  concurrency?: number;
+  /** Events per POST at most. Default 100. */
+  batchSize?: number;
+  /** Whole-request timeout, connect to last byte. Default 10 s. */
+  timeoutMs?: number;
+  pollIntervalMs?: number;
+  /** How long a claimed batch is ours; must outlast a request. Default max(60 s, 3 × timeout). */
+  leaseMs?: number;
+  schedule?: WebhookSchedule;
+  clock?: () => number;
+}
+
+interface InFlight {
+  batch: ClaimedBatch;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+const USER_AGENT = 'Lacre-Webhooks/1';
+
+export class WebhookDispatcher {
+  readonly #o: Required<Omit<WebhookDispatcherOptions, 'ca' | 'clock'>> & { ca: string[] };
+  readonly #clock: () => number;
+  readonly #inFlight = new Set<InFlight>();
+  #running = false;
+  #timer: NodeJS.Timeout | null = null;
+  #polling: Promise<void> | null = null;
+
+  constructor(options: WebhookDispatcherOptions) {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    this.#o = {
+      store: options.store,
+      logger: options.logger,
+      workerId: options.workerId,
+      lookup: options.lookup,
+      ca: options.ca ?? [],
+      allowLoopback: options.allowLoopback ?? true,
+      concurrency: Math.max(1, options.concurrency ?? 4),
+      batchSize: Math.max(1, options.batchSize ?? 100),
+      timeoutMs,
+      pollIntervalMs: options.pollIntervalMs ?? 1_000,
+      leaseMs: options.leaseMs ?? Math.max(60_000, 3 * timeoutMs),
+      schedule: options.schedule ?? DEFAULT_WEBHOOK_SCHEDULE,
+    };
+    this.#clock = options.clock ?? Date.now;
+  }
+
+  get inFlightCount(): number {
+    return this.#inFlight.size;
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#schedulePoll(0);
+  }
+
+  /** Looks for due deliveries now (e.g. right after events were recorded). */
+  nudge(): void {
+    if (this.#running && !this.#polling) this.#schedulePoll(0);
+  }
+
+  /**
+   * Stops claiming, lets in-flight POSTs finish for `graceMs`, then aborts the rest and gives
+   * their leases back (an aborted POST is not counted as an attempt).
+   */
+  async stop(graceMs: number): Promise<{ finished: number; released: number }> {
+    this.#running = false;
+    if (this.#timer) clearTimeout(this.#timer);
+    await this.#polling;
+    const pending = [...this.#inFlight];
+    const allDone = Promise.all(pending.map((f) => f.done));
+    const inTime = await Promise.race([allDone.then(() => true), delay(graceMs).then(() => false)]);
+    let released = 0;
+    if (!inTime) {
+      for (const flight of this.#inFlight) flight.controller.abort(new Error('shutting down'));
+      await Promise.race([allDone, delay(Math.max(1_000, graceMs))]);
+      for (const flight of this.#inFlight) released += await this.#o.store.webhooks.release(flight.batch.token).catch(() => 0);
+    }
+    return { finished: pending.length - this.#inFlight.size, released };
+  }
+
+  #schedulePoll(ms: number): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#polling = this.#poll()
+        .catch((err) => this.#o.logger.error({ err }, 'webhook poll failed'))
+        .then((more) => {
+          this.#polling = null;
+          if (this.#running) this.#schedulePoll(more === true ? 0 : this.#o.pollIntervalMs);
+        });
+    }, ms);
+    this.#timer.unref?.();
+  }
+
+  /** One round of claiming; true when there may be more due work right away. */
+  async #poll(): Promise<boolean> {
+    const free = this.#o.concurrency - this.#inFlight.size;
+    if (!this.#running || free <= 0) return false;
+    const busy = new Set([...this.#inFlight].map((f) => f.batch.webhook.id));
+    const batches = await this.#o.store.webhooks.claimDue({
+      owner: this.#o.workerId,
+      now: this.#clock(),
+      leaseMs: this.#o.leaseMs,
+      maxBatches: free,
+      batchSize: this.#o.batchSize,
+      busy,
+    });
+    for (const batch of batches) this.#run(batch);
+    return batches.length === free;
+  }
+
+  #run(batch: ClaimedBatch): void {
+    const controller = new AbortController();
+    const flight: InFlight = { batch, controller, done: Promise.resolve() };
+    flight.done = this.#deliver(batch, controller.signal)
+      .catch((err) => this.#o.logger.error({ err, webhook: batch.webhook.id }, 'webhook delivery failed unexpectedly'))
+      .finally(() => {
+        this.#inFlight.delete(flight);
+        // A slot came free: more may be waiting.
+        this.nudge();
+      });
+    this.#inFlight.add(flight);
+  }
+
+  async #deliver(batch: ClaimedBatch, signal: AbortSignal): Promise<void> {
+    const log = this.#o.logger;
+    const store = this.#o.store;
+    const events = await store.events.byIds(batch.deliveries.map((d) => d.eventId));
+    const body = Buffer.from(JSON.stringify(events.map(formatEvent)), 'utf8');
+    let status: number | null = null;
+    let error: string | null = null;
+    try {
+      const vetted = await vetWebhookUrl(batch.webhook.url, { lookup: this.#o.lookup, allowLoopback: this.#o.allowLoopback });
+      status = await post(vetted, body, {
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': USER_AGENT,
+          [SIGNATURE_HEADER.toLowerCase()]: signWebhookBody(batch.webhook.secret, body, this.#clock()),
+          'x-lacre-webhook-id': batch.webhook.id,
+          'x-lacre-delivery-id': batch.token,
+        },
+        ca: this.#o.ca,
+        timeoutMs: this.#o.timeoutMs,
+        signal,
+      });
+    } catch (err) {
+      if (signal.aborted) {
+        await store.webhooks.release(batch.token);
+        return;
+      }
+      error = (err as Error).message;
+    }
+    const at = this.#clock();
+    const fields = { webhook: batch.webhook.id, events: batch.deliveries.length, status: status ?? undefined };
+    if (status !== null && status >= 200 && status < 300) {
+      await store.webhooks.finish(batch.token, batch.deliveries.map((d) => ({ id: d.id, state: 'delivered', nextAttemptAt: at })), {
+        at,
+        status,
+        error: null,
+      });
+      log.info(fields, 'webhook batch delivered');
+      return;
+    }
+    if (status === 410) {
+      // The receiver says it is gone for good: stop sending there (RFC 9110 §15.5.11).
+      const reason = 'the receiver answered 410 Gone';
+      await store.webhooks.finish(batch.token, batch.deliveries.map((d) => ({ id: d.id, state: 'failed', nextAttemptAt: at })), {
+        at,
+        status,
+        error: reason,
+      });
+      await store.webhooks.disable(batch.webhook.id, at, reason);
+      await store.audit.append({ actor: 'system', action: 'webhook.disable', subject: batch.webhook.id, detail: { reason }, at });
+      log.warn(fields, 'webhook disabled: its receiver answered 410 Gone');
+      return;
+    }
+    const verdicts: DeliveryVerdict[] = batch.deliveries.map((d) => ({
+      id: d.id,
+      ...webhookRetry(d.attempts + 1, d.createdAt, at, this.#o.schedule),
+    }));
+    await store.webhooks.finish(batch.token, verdicts, { at, status, error: error ?? `the receiver answered ${status}` });
+    const gaveUp = verdicts.filter((v) => v.state === 'failed').length;
+    log.warn({ ...fields, error: error ?? undefined, gaveUp: gaveUp || undefined }, gaveUp ? 'webhook delivery given up' : 'webhook delivery failed; will retry');
+  }
+}
+
+/**
+ * POSTs `body` to the vetted URL, connecting only to its first vetted address (the lookup the
+ * request makes is answered with it), with SNI and certificate checks for the URL's own host name.
+ * Resolves with the status code; the response body is read and discarded.
+ */
+export function post(
+  vetted: VettedUrl,
+  body: Buffer,
+  options: { headers: Record<string, string>; ca: string[]; timeoutMs: number; signal?: AbortSignal },
+): Promise<number> {
+  const { url, host } = vetted;
+  const address = vetted.addresses[0];
+  const family = isIP(address);
+  const lookup: LookupFunction = (_hostname, opts, callback) => {
+    if ((opts as { all?: boolean }).all) (callback as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address, family }]);
+    else callback(null, address, family);
+  };
+  const common = {
+    method: 'POST',
+    host,
+    port: url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80,
+    path: `${url.pathname}${url.search}`,
+    headers: { ...options.headers, host: url.host, 'content-length': String(body.length) },
+    lookup,
+    // No pooling: every request is pinned to the address vetted for it.
+    agent: false as const,
+    signal: options.signal,
+  };
+  return new Promise<number>((resolve, reject) => {
+    let settled = false;
+    const settle = (err: Error | null, status?: number) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve(status!);
+    };
+    const request =
+      url.protocol === 'https:'
+        ? https.request({
+            ...common,
+            // SNI carries names only (RFC 6066 §3).
+            servername: isIP(host) ? undefined : host,
+            minVersion: 'TLSv1.2',
+            // Request options reach tls.connect, which takes a prepared context (typed there only).
+            ...({ secureContext: secureContext(options.ca) } as https.RequestOptions),
+          })
+        : http.request(common);
+    const timer = setTimeout(() => request.destroy(new Error(`no complete answer within ${options.timeoutMs} ms`)), options.timeoutMs);
+    request.on('response', (response) => {
+      const status = response.statusCode ?? 0;
+      // The body means nothing to us: read and drop it (bounded by the timeout).
+      response.resume();
+      response.on('end', () => settle(null, status));
+      response.on('error', (err) => settle(err));
+      response.on('close', () => settle(new Error('the connection closed before the answer was complete')));
+    });
+    request.on('error', (err) => settle(err));
+    request.on('close', () => settle(new Error('the connection closed without an answer')));
+    request.end(body);
+  });
+}
+
+let defaultCas: string[] | undefined;
+
+// Passing `ca` replaces Node's default store, so the bundled and system roots are added back.
+function trustedCas(): string[] {
+  if (!defaultCas) {
+    const set = new Set<string>(tls.getCACertificates('default'));
+    try {
+      for (const pem of tls.getCACertificates('system')) set.add(pem);
+    } catch {
+      // No readable system store on this platform: the bundled Mozilla roots remain.
+    }
+    defaultCas = [...set];
+  }
+  return defaultCas;
+}
+
+const contexts = new Map<string, tls.SecureContext>();
+
+function secureContext(extra: string[]): tls.SecureContext {
+  const key = extra.join('\n');
+  let ctx = contexts.get(key);
+  if (!ctx) {
+    // RFC 8996: never below TLS 1.2.
+    ctx = tls.createSecureContext({ ca: [...trustedCas(), ...extra], minVersion: 'TLSv1.2' });
+    if (contexts.size > 16) contexts.clear();
+    contexts.set(key, ctx);
+  }
+  return ctx;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
