@@ -19,6 +19,9 @@ import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains, senderSettingsFrom } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
 import { domainRoutes } from './routes/domains.ts';
+import { loadHttpTls } from './https.ts';
+import { sendRoutes } from './routes/send.ts';
+import { messageRoutes } from './routes/messages.ts';
 import { eventRoutes } from './routes/events.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
 import { Webhooks } from '../events/webhooks.ts';
@@ -47,6 +50,8 @@ export interface ServeOptions {
 export async function startServer({ config, logger }: ServeOptions): Promise<RunningServer> {
   // Read before anything starts: a missing CA file is a configuration error, not a delivery failure.
   const ca = config.tls.caFile ? [readFileCa(config.tls.caFile)] : [];
+  // Also before anything starts: a bad PEM pair, or plain HTTP on a non-loopback address, stops start-up.
+  const httpsOptions = loadHttpTls(config.http);
   const keyring = loadKeyring(config);
   const sealer = new Sealer(keyring);
   const store = await Store.open({ dataDir: config.dataDir, sealer });
@@ -66,8 +71,11 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   });
   const composer = new Composer({ queue, domains, tag: (id) => sealer.lookupHash('return-path', id) });
   const state: HttpState = { ready: false };
-  const http = buildHttpServer({ logger, state });
+  const http = buildHttpServer({ logger, state, https: httpsOptions });
   await http.register(domainRoutes({ keys, domains }));
+  // The runner is built below; the callback runs only once requests arrive.
+  await http.register(sendRoutes({ keys, composer, store, onQueued: () => runner.nudge(), version: '0.1.0' }));
+  await http.register(messageRoutes({ keys, store }));
   const webhookLookup = resolverLookup(resolver);
   await http.register(eventRoutes({ keys, store }));
   await http.register(webhookRoutes({ keys, webhooks: new Webhooks(store, { lookup: webhookLookup, allowLoopback: config.webhooks.allowLoopback }) }));
@@ -164,7 +172,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const address = http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;
   const host = config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host;
-  const httpUrl = `http://${host}:${port}`;
+  const httpUrl = `${httpsOptions ? 'https' : 'http'}://${host}:${port}`;
   logger.info(
     {
       http: httpUrl,

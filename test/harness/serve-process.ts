@@ -6,6 +6,8 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createServer, type AddressInfo } from 'node:net';
+import * as http from 'node:http';
+import * as https from 'node:https';
 
 const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 
@@ -35,9 +37,25 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-export async function startServeProcess(env: Record<string, string>, timeoutMs = 20_000): Promise<ServeProcess> {
+/** GET url → status, trusting `ca` for HTTPS (fetch cannot be given a CA). */
+export function getStatus(url: string, ca?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = (url.startsWith('https:') ? https : http).get(url, { ca, timeout: 5_000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    request.on('timeout', () => request.destroy(new Error('timeout')));
+    request.on('error', reject);
+  });
+}
+
+export async function startServeProcess(
+  env: Record<string, string>,
+  timeoutMs = 20_000,
+  options: { /** Trusted for the health check when the HTTP API serves HTTPS. */ ca?: string } = {},
+): Promise<ServeProcess> {
   const port = env.LACRE_HTTP_PORT ?? String(await freePort());
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${env.LACRE_HTTP_TLS_CERT ? 'https' : 'http'}://127.0.0.1:${port}`;
   const child = spawn(process.execPath, [bin, 'serve'], {
     // The SMTP submission listeners default to 1587/1465; free ports unless the test chose them,
     // so tests running in parallel never collide (submissionPorts() reads back what was bound).
@@ -59,7 +77,7 @@ export async function startServeProcess(env: Record<string, string>, timeoutMs =
   const deadline = Date.now() + timeoutMs;
   // Ready means /healthz answers 200, whatever the log level lets through.
   for (;;) {
-    const ok = await fetch(`${url}/healthz`).then((r) => r.status === 200, () => false);
+    const ok = await getStatus(`${url}/healthz`, options.ca).then((status) => status === 200, () => false);
     if (ok) break;
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
