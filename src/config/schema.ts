@@ -4,7 +4,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
-import { TLS_LEVELS, parseTlsPolicies } from '../tls-policy/levels.ts';
+import { STATIC_TLS_LEVELS, parseTlsPolicies } from '../tls-policy/levels.ts';
 import { parseRoutes } from '../delivery/destination.ts';
 import { parseDnsServers } from '../dns/resolver.ts';
 import { DEFAULT_TIMEOUTS as SESSION_TIMEOUTS } from '../delivery/smtp-session.ts';
@@ -66,6 +66,12 @@ const DEFAULT_TIMEOUTS = {
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/** A yes/no setting as JSON boolean or env text. */
+const booleanFlag = () =>
+  z
+    .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'expected true or false (1/0, yes/no)' })])
+    .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
+
 export const configSchema = z
   .object({
     dataDir: z.string().min(1).default('./data'),
@@ -114,17 +120,35 @@ export const configSchema = z
           })
           .default([]),
         timeout: duration('dns.timeout').default(5_000),
+        /**
+         * Believe the resolvers' AD bit (DNSSEC validated), which DANE needs. Only for a validating
+         * resolver on a trusted path (loopback), as Postfix requires (RFC 7672 §1.3, RFC 6698 §4).
+         */
+        trustAd: booleanFlag().default(false),
       })
       .strict()
-      .default({ servers: [], timeout: 5_000 }),
+      .default({ servers: [], timeout: 5_000, trustAd: false }),
     tls: z
       .object({
         caFile: z.string().min(1).optional(),
-        defaultPolicy: z.enum(TLS_LEVELS).default('may'),
+        defaultPolicy: z.enum(STATIC_TLS_LEVELS).default('may'),
         policies: keyValueSetting('tls.policies', parseTlsPolicies).default({}),
+        /** RFC 8689 §5: honour a message's `TLS-Required: No` by delivering despite policy failures. Off by default. */
+        allowTlsRequiredNo: booleanFlag().default(false),
+        mtaSts: z
+          .object({
+            /** Port of the policy host (RFC 8461 §3.3 fixes 443; other values are for test rigs). */
+            port: port.default(443),
+            /** Whole fetch, connect to last byte (RFC 8461 §3.3 suggests a minute or so). */
+            fetchTimeout: duration('tls.mtaSts.fetchTimeout').default(60_000),
+            /** How often cached policies close to expiry are refreshed (RFC 8461 §5.1). */
+            refreshInterval: duration('tls.mtaSts.refreshInterval').default(3_600_000),
+          })
+          .strict()
+          .default({ port: 443, fetchTimeout: 60_000, refreshInterval: 3_600_000 }),
       })
       .strict()
-      .default({ defaultPolicy: 'may', policies: {} }),
+      .default({ defaultPolicy: 'may', policies: {}, allowTlsRequiredNo: false, mtaSts: { port: 443, fetchTimeout: 60_000, refreshInterval: 3_600_000 } }),
     delivery: z
       .object({
         routes: keyValueSetting('delivery.routes', parseRoutes).default({}),

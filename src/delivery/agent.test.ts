@@ -10,7 +10,7 @@ import { createLogger } from '../log/logger.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { QueueRunner } from '../queue/runner.ts';
 import { BounceComposer } from '../compose/bounces.ts';
-import type { TlsLevel } from '../tls-policy/levels.ts';
+import type { StaticTlsLevel } from '../tls-policy/levels.ts';
 import { SmtpDeliveryAgent } from './agent.ts';
 
 let ca: TestCA;
@@ -38,7 +38,7 @@ interface Rig {
 async function rig(options: {
   smtpPort?: number;
   routes?: Record<string, string>;
-  policies?: Record<string, TlsLevel>;
+  policies?: Record<string, StaticTlsLevel>;
   destinationConcurrency?: number;
   concurrency?: number;
 }): Promise<Rig> {
@@ -113,7 +113,8 @@ test('falls back to the next MX when the first refuses connections, and records 
     const detail = recipient.attempts[0].detail as Record<string, any>;
     assert.equal(detail.mx, 'mx2.dest.test');
     assert.equal(detail.ip, '127.0.0.3');
-    assert.deepEqual(detail.policy, { level: 'verify', source: 'static:verify' });
+    assert.deepEqual([detail.policy.level, detail.policy.source], ['verify', 'static:verify']);
+    assert.match(detail.policy.why, /static policy \(fallback\.test\): verify/);
     assert.equal(detail.hopFailures[0].host, 'mx1.dest.test');
     assert.equal(detail.tls.verified, true);
     assert.match(detail.tls.protocol, /^TLSv1\.[23]$/);
@@ -270,7 +271,8 @@ test('under encrypt, a destination without STARTTLS is deferred with the named r
     await until('deferral', async () => (await r.data.store.getMessage(messageId))!.recipients[0].state === 'deferred');
     const [recipient] = (await r.data.store.getMessage(messageId))!.recipients;
     assert.match(recipient.reason!, /starttls-not-supported/);
-    assert.deepEqual((recipient.attempts[0].detail as any).policy, { level: 'encrypt', source: 'static:encrypt' });
+    const policy = (recipient.attempts[0].detail as any).policy;
+    assert.deepEqual([policy.level, policy.source], ['encrypt', 'static:encrypt']);
     assert.ok(sink.sessions.length >= 1);
     assert.ok(sink.sessions.every((s) => !s.commands.some((c) => /^MAIL/i.test(c.line))), 'no MAIL FROM in plaintext');
   } finally {

@@ -18,6 +18,11 @@ export interface NextHop {
    * when its address records are secure, RFC 7672 §2.2.2. False for IP literals.
    */
   addressesSecure: boolean;
+  /**
+   * The name a DNSSEC-secure CNAME chain led the address lookups to, when it differs from `host`.
+   * RFC 7672 §2.2.2: DANE tries TLSA at this name first, then at `host`. Absent when insecure.
+   */
+  canonicalHost?: string;
 }
 
 export type Destination =
@@ -136,6 +141,8 @@ interface HostAddresses {
   temporary: DnsError[];
   /** Why there are no addresses when nothing failed temporarily: 'nxdomain' or 'no-address'. */
   missing: string;
+  /** Set only when secure and a CNAME chain led elsewhere (both lookups agreeing on where). */
+  canonical?: { canonicalHost: string };
 }
 
 async function lookupAddresses(resolver: DestinationOptions['resolver'], host: string): Promise<HostAddresses> {
@@ -153,11 +160,17 @@ async function lookupAddresses(resolver: DestinationOptions['resolver'], host: s
     else nxdomain = true;
   }
   const addresses = [...new Set(results.flatMap((r) => r.records))];
+  const secure = results.length === 2 && results.every((r) => r.secure);
+  const targets = new Set(results.map((r) => r.canonicalName));
+  const [target] = targets;
+  const canonical =
+    secure && targets.size === 1 && target !== undefined && target !== normalizeName(host) ? { canonicalHost: target } : undefined;
   return {
     addresses,
-    secure: results.length === 2 && results.every((r) => r.secure),
+    secure,
     temporary,
     missing: nxdomain ? 'nxdomain' : 'no-address',
+    canonical,
   };
 }
 
@@ -182,7 +195,7 @@ async function viaRoute(domain: string, route: Route, options: DestinationOption
   }
   return {
     kind: 'hops',
-    hops: [{ ...hop, addresses: found.addresses, addressesSecure: found.secure }],
+    hops: [{ ...hop, addresses: found.addresses, addressesSecure: found.secure, ...found.canonical }],
     mxSecure: false,
     notes: [],
   };
@@ -199,6 +212,7 @@ async function implicitMx(domain: string, mxSecure: boolean, options: Destinatio
       addresses: found.addresses,
       source: 'implicit-mx',
       addressesSecure: found.secure,
+      ...found.canonical,
     };
     return { kind: 'hops', hops: [hop], mxSecure, notes: [] };
   }
@@ -264,9 +278,9 @@ export async function resolveDestination(domain: string, options: DestinationOpt
   const failures: string[] = [];
   let anyTemporary = false;
   ordered.forEach((record, i) => {
-    const { addresses, secure, temporary, missing } = found[i];
+    const { addresses, secure, temporary, missing, canonical } = found[i];
     if (addresses.length > 0) {
-      hops.push({ host: record.exchange, port, preference: record.preference, addresses, source: 'mx', addressesSecure: secure });
+      hops.push({ host: record.exchange, port, preference: record.preference, addresses, source: 'mx', addressesSecure: secure, ...canonical });
       return;
     }
     anyTemporary ||= temporary.length > 0;

@@ -3,10 +3,13 @@
 // in plaintext), then transactions, extensions, timeouts and reuse.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { X509Certificate, createHash } from 'node:crypto';
 import { TestCA, type CertKind, type IssuedCert } from '../../test/harness/ca.ts';
 import { startSmtpSink, type SmtpSink, type SmtpSinkOptions } from '../../test/harness/smtp-sink.ts';
 import { startStartTlsInjectionSink, startStripTlsProxy, type InjectionSink, type StripTlsProxy } from '../../test/harness/mitm-proxy.ts';
 import { meetsTlsFloor, type TlsFailure, type TlsLevel } from '../tls-policy/levels.ts';
+import { formatTlsa } from '../tls-policy/dane.ts';
+import type { TlsaRecord } from '../tls-policy/evidence.ts';
 import {
   SmtpSessionError,
   dotStuff,
@@ -43,6 +46,9 @@ before(async () => {
 });
 
 const cert = (kind: string) => certs.get(kind)!;
+
+/** DANE-EE(3) SPKI(1) SHA-256(1): the record most DANE MX hosts publish. */
+const ee311 = (c: IssuedCert): TlsaRecord => ({ usage: 3, selector: 1, matchingType: 1, data: Buffer.from(c.spkiSha256, 'hex') });
 
 function options(port: number, level: TlsLevel, over: Partial<SessionOptions> = {}): SessionOptions {
   return { address: '127.0.0.1', port, mxHost: MX, level, ehloName: 'lacre.test', ca: [ca.certPem], timeouts: FAST, ...over };
@@ -82,6 +88,8 @@ interface Destination {
   received(): { tls: boolean; protocol?: string; data: Buffer } | undefined;
   settle(): Promise<void>;
   close(): Promise<void>;
+  /** The certificate the server presents, when it has one: what level `dane` publishes TLSA for. */
+  certKind?: string;
   extra?: (facts: SmtpSession['facts'], session: SmtpSession) => void;
 }
 
@@ -142,8 +150,10 @@ function injectionDestination(sink: InjectionSink): Destination {
 
 type Behaviour = () => Promise<Destination>;
 
-const starttlsSink = (certKind: string, more: Partial<SmtpSinkOptions> = {}): Behaviour => async () =>
-  sinkDestination(await startSmtpSink({ tls: 'starttls', cert: cert(certKind), ...more } as SmtpSinkOptions));
+const starttlsSink = (certKind: string, more: Partial<SmtpSinkOptions> = {}): Behaviour => async () => ({
+  ...sinkDestination(await startSmtpSink({ tls: 'starttls', cert: cert(certKind), ...more } as SmtpSinkOptions)),
+  certKind,
+});
 
 const behaviours = {
   'STARTTLS, valid certificate': starttlsSink('valid'),
@@ -181,25 +191,28 @@ const plain = (reason: TlsFailure | null = null): Outcome => ({ plaintext: reaso
 const refused = (failure: TlsFailure): Outcome => ({ refused: failure });
 
 // prettier-ignore
+// Level `dane` is given a DANE-EE 3 1 1 record of the certificate the destination presents: the
+// record alone authenticates (RFC 7672 §3.1.1), so it delivers wherever TLS ≥ 1.2 comes up, whatever
+// the WebPKI says (still recorded), and refuses wherever it does not. Mismatches are tested below.
 const MATRIX: [keyof typeof behaviours, Record<TlsLevel, Outcome>][] = [
-  //                                                   none      may                                      encrypt                                  verify
-  ['STARTTLS, valid certificate',                  { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified') }],
-  ['no STARTTLS',                                  { none: plain(), may: plain('starttls-not-supported'),    encrypt: refused('starttls-not-supported'),  verify: refused('starttls-not-supported') }],
-  ['STARTTLS, expired certificate',                { none: plain(), may: tls('certificate-expired'),         encrypt: tls('certificate-expired'),         verify: refused('certificate-expired') }],
-  ['STARTTLS, not-yet-valid certificate',          { none: plain(), may: tls('certificate-not-yet-valid'),   encrypt: tls('certificate-not-yet-valid'),   verify: refused('certificate-not-yet-valid') }],
-  ['STARTTLS, certificate for another name',       { none: plain(), may: tls('certificate-host-mismatch'),   encrypt: tls('certificate-host-mismatch'),   verify: refused('certificate-host-mismatch') }],
-  ['STARTTLS, self-signed certificate',            { none: plain(), may: tls('certificate-untrusted'),       encrypt: tls('certificate-untrusted'),       verify: refused('certificate-untrusted') }],
-  ['STARTTLS, chain through an intermediate',      { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified') }],
-  ['STARTTLS, TLS 1.2 at most',                    { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified') }],
-  ['STARTTLS, TLS 1.0/1.1 only',                   { none: plain(), may: plain('tls-version'),               encrypt: refused('tls-version'),             verify: refused('tls-version') }],
-  ['STARTTLS answered 454',                        { none: plain(), may: plain('starttls-refused'),          encrypt: refused('starttls-refused'),        verify: refused('starttls-refused') }],
-  ['STARTTLS accepted, handshake never answered',  { none: plain(), may: plain('tls-handshake-failed'),      encrypt: refused('tls-handshake-failed'),    verify: refused('tls-handshake-failed') }],
-  ['STARTTLS stripped by a MITM',                  { none: plain(), may: plain('starttls-not-supported'),    encrypt: refused('starttls-not-supported'),  verify: refused('starttls-not-supported') }],
-  ['STARTTLS garbled to XXXXXXXA by a MITM',       { none: plain(), may: plain('starttls-not-supported'),    encrypt: refused('starttls-not-supported'),  verify: refused('starttls-not-supported') }],
-  ['plaintext injected after the 220 to STARTTLS', { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified') }],
+  //                                                   none      may                                      encrypt                                  verify                                      dane
+  ['STARTTLS, valid certificate',                  { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified'),                    dane: tls('verified') }],
+  ['no STARTTLS',                                  { none: plain(), may: plain('starttls-not-supported'),    encrypt: refused('starttls-not-supported'),  verify: refused('starttls-not-supported'),  dane: refused('starttls-not-supported') }],
+  ['STARTTLS, expired certificate',                { none: plain(), may: tls('certificate-expired'),         encrypt: tls('certificate-expired'),         verify: refused('certificate-expired'),         dane: tls('certificate-expired') }],
+  ['STARTTLS, not-yet-valid certificate',          { none: plain(), may: tls('certificate-not-yet-valid'),   encrypt: tls('certificate-not-yet-valid'),   verify: refused('certificate-not-yet-valid'),   dane: tls('certificate-not-yet-valid') }],
+  ['STARTTLS, certificate for another name',       { none: plain(), may: tls('certificate-host-mismatch'),   encrypt: tls('certificate-host-mismatch'),   verify: refused('certificate-host-mismatch'),   dane: tls('certificate-host-mismatch') }],
+  ['STARTTLS, self-signed certificate',            { none: plain(), may: tls('certificate-not-trusted'),     encrypt: tls('certificate-not-trusted'),     verify: refused('certificate-not-trusted'),     dane: tls('certificate-not-trusted') }],
+  ['STARTTLS, chain through an intermediate',      { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified'),                    dane: tls('verified') }],
+  ['STARTTLS, TLS 1.2 at most',                    { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified'),                    dane: tls('verified') }],
+  ['STARTTLS, TLS 1.0/1.1 only',                   { none: plain(), may: plain('tls-version'),               encrypt: refused('tls-version'),             verify: refused('tls-version'),             dane: refused('tls-version') }],
+  ['STARTTLS answered 454',                        { none: plain(), may: plain('starttls-refused'),          encrypt: refused('starttls-refused'),        verify: refused('starttls-refused'),        dane: refused('starttls-refused') }],
+  ['STARTTLS accepted, handshake never answered',  { none: plain(), may: plain('tls-handshake-failed'),      encrypt: refused('tls-handshake-failed'),    verify: refused('tls-handshake-failed'),    dane: refused('tls-handshake-failed') }],
+  ['STARTTLS stripped by a MITM',                  { none: plain(), may: plain('starttls-not-supported'),    encrypt: refused('starttls-not-supported'),  verify: refused('starttls-not-supported'),  dane: refused('starttls-not-supported') }],
+  ['STARTTLS garbled to XXXXXXXA by a MITM',       { none: plain(), may: plain('starttls-not-supported'),    encrypt: refused('starttls-not-supported'),  verify: refused('starttls-not-supported'),  dane: refused('starttls-not-supported') }],
+  ['plaintext injected after the 220 to STARTTLS', { none: plain(), may: tls('verified'),                    encrypt: tls('verified'),                    verify: tls('verified'),                    dane: tls('verified') }],
 ];
 
-const LEVELS: TlsLevel[] = ['none', 'may', 'encrypt', 'verify'];
+const LEVELS: TlsLevel[] = ['none', 'may', 'encrypt', 'verify', 'dane'];
 
 function explain(o: Outcome): string {
   if ('tls' in o) return o.tls === 'verified' ? 'delivered over TLS, certificate verified' : `delivered over TLS, ${o.tls} recorded`;
@@ -207,9 +220,9 @@ function explain(o: Outcome): string {
   return `refused with "${o.refused}", no MAIL FROM sent`;
 }
 
-test('the matrix never lets encrypt or verify deliver in plaintext, and only `may` records downgrades', () => {
+test('the matrix never lets encrypt, verify or dane deliver in plaintext, and only `may` records downgrades', () => {
   for (const [, row] of MATRIX) {
-    for (const level of ['encrypt', 'verify'] as const) assert.ok(!('plaintext' in row[level]));
+    for (const level of ['encrypt', 'verify', 'dane'] as const) assert.ok(!('plaintext' in row[level]));
     assert.deepEqual(row.none, plain());
   }
 });
@@ -222,7 +235,9 @@ describe('TLS level × receiving server', () => {
         const dest = await behaviours[behaviour]();
         try {
           // A short handshake timeout keeps the "never answered" row quick.
-          const o = options(dest.port, level, { timeouts: { ...FAST, tlsHandshake: 400 } });
+          // Sinks without a certKind serve the 'valid' certificate (or none at all).
+          const dane = level === 'dane' ? { tlsa: [ee311(cert(dest.certKind ?? 'valid'))], names: [MX] } : undefined;
+          const o = options(dest.port, level, { timeouts: { ...FAST, tlsHandshake: 400 }, dane });
           if ('refused' in expected) {
             const err = await openSessionWithPolicy(o).then(
               async (s) => {
@@ -285,6 +300,13 @@ describe('TLS level × receiving server', () => {
               assert.ok(facts.verificationError);
             }
             assert.equal(facts.downgrade, undefined);
+            if (level === 'dane') {
+              assert.equal(facts.dane?.matched, true, facts.dane?.detail);
+              assert.equal(facts.dane?.usage, 3);
+              assert.equal(facts.dane?.record, formatTlsa(ee311(cert(dest.certKind ?? 'valid'))));
+            } else {
+              assert.equal(facts.dane, undefined, 'DANE facts only under level dane');
+            }
           } else {
             assert.equal(got.tls, false);
             assert.equal(facts.tls, false);
@@ -307,6 +329,108 @@ describe('TLS level × receiving server', () => {
       });
     }
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Level dane (RFC 7672 §3): the TLSA records authenticate the peer, the WebPKI plays no part.
+
+const intermediateDer = (c: IssuedCert) => new X509Certificate(c.chainPem.slice(c.certPem.length)).raw;
+/** DANE-TA(2) Cert(0) SHA-256(1) of a CA certificate. */
+const ta201 = (der: Buffer): TlsaRecord => ({ usage: 2, selector: 0, matchingType: 1, data: createHash('sha256').update(der).digest() });
+
+async function refusedBeforeMail(sink: SmtpSink, o: SessionOptions): Promise<SmtpSessionError> {
+  const err = await openSession(o).then(
+    async (s) => {
+      await s.close();
+      return undefined;
+    },
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof SmtpSessionError, `expected a refusal, got ${String(err)}`);
+  await sink.waitFor(() => sink.sessions.every((x) => x.closed), 3000, 'sessions closed');
+  assert.equal(mailCommands(sink).length, 0, 'no MAIL FROM was sent');
+  return err;
+}
+
+test('dane: a TLSA record the certificate does not match defers after the handshake; only QUIT follows, inside TLS', async () => {
+  await withSink({ tls: 'starttls', cert: cert('valid') }, async (sink) => {
+    // The WebPKI would accept this server; a record for another key still refuses it.
+    const err = await refusedBeforeMail(sink, options(sink.port, 'dane', { dane: { tlsa: [ee311(cert('wrong-name'))], names: [MX] } }));
+    assert.equal(err.kind, 'tls-policy');
+    assert.equal(err.stage, 'tls');
+    assert.equal(err.failure, 'validation-failure');
+    assert.equal(err.temporary, true);
+    assert.equal(err.facts?.verified, true, 'the WebPKI verdict is recorded, and overruled');
+    assert.equal(err.facts?.dane?.matched, false);
+    assert.equal(err.facts?.dane?.failure, 'validation-failure');
+    assert.match(err.facts?.dane?.detail ?? '', /no DANE-EE\(3\) record/);
+    const after = sink.sessions[0].commands.map((c) => `${c.line.split(' ')[0]}:${c.tls}`);
+    assert.deepEqual(after, ['EHLO:false', 'STARTTLS:false', 'QUIT:true']);
+  });
+});
+
+test('dane: an expired certificate, checked against names it lacks, still delivers with a matching 3 1 1 record (names and dates ignored)', async () => {
+  await withSink({ tls: 'starttls', cert: cert('expired') }, async (sink) => {
+    await withSession(options(sink.port, 'dane', { dane: { tlsa: [ee311(cert('expired'))], names: ['not-this.lacre.test'] } }), async (s) => {
+      assert.deepEqual(s.facts.dane, {
+        matched: true,
+        record: formatTlsa(ee311(cert('expired'))),
+        usage: 3,
+        detail: s.facts.dane?.detail,
+      });
+      assert.equal(s.facts.verified, false);
+      assert.equal(s.facts.verificationFailure, 'certificate-expired');
+      assert.equal((await s.send({ from: 'sender@origin.test', to: ['a@dest.test'] }, MESSAGE)).data?.code, 250);
+    });
+    const [m] = await sink.waitForMessages(1);
+    assert.equal(m.tls, true);
+    assert.ok(mailCommands(sink).every((c) => c.tls));
+  });
+});
+
+test('dane: DANE-TA on the intermediate delivers when the leaf names the MX host, and defers as host-mismatch when not', async () => {
+  const c = cert('intermediate-chain');
+  const tlsa = [ta201(intermediateDer(c))];
+  await withSink({ tls: 'starttls', cert: c }, async (sink) => {
+    await withSession(options(sink.port, 'dane', { dane: { tlsa, names: ['mx-alias.lacre.test', MX] } }), async (s) => {
+      assert.equal(s.facts.dane?.matched, true, s.facts.dane?.detail);
+      assert.equal(s.facts.dane?.usage, 2);
+      assert.equal(s.facts.dane?.record, formatTlsa(tlsa[0]));
+      assert.equal((await s.send({ from: 'sender@origin.test', to: ['a@dest.test'] }, MESSAGE)).data?.code, 250);
+    });
+    assert.equal(mailCommands(sink).length, 1);
+  });
+  await withSink({ tls: 'starttls', cert: c }, async (sink) => {
+    const err = await refusedBeforeMail(sink, options(sink.port, 'dane', { dane: { tlsa, names: ['elsewhere.lacre.test'] } }));
+    assert.equal(err.failure, 'certificate-host-mismatch');
+    assert.equal(err.facts?.dane?.failure, 'certificate-host-mismatch');
+  });
+});
+
+test('dane: SNI carries the TLSA base domain when one is given, the MX host otherwise (RFC 7672 §8.1)', async () => {
+  await withSink({ tls: 'starttls', cert: cert('valid') }, async (sink) => {
+    const tlsa = [ee311(cert('valid'))];
+    await withSession(options(sink.port, 'dane', { dane: { tlsa, names: [MX], sni: 'smtp.hoster.test.' } }), async () => {});
+    await withSession(options(sink.port, 'dane', { dane: { tlsa, names: [MX] } }), async () => {});
+    assert.deepEqual(sink.sessions.map((x) => x.servername), ['smtp.hoster.test', MX]);
+  });
+});
+
+test('dane: a session without usable records, or records on another level, is a programming error and never connects', async () => {
+  await withSink({ tls: 'starttls', cert: cert('valid') }, async (sink) => {
+    const pkixOnly: TlsaRecord = { ...ee311(cert('valid')), usage: 1 };
+    for (const o of [
+      options(sink.port, 'dane'),
+      options(sink.port, 'dane', { dane: { tlsa: [], names: [MX] } }),
+      options(sink.port, 'dane', { dane: { tlsa: [pkixOnly], names: [MX] } }),
+      options(sink.port, 'verify', { dane: { tlsa: [ee311(cert('valid'))], names: [MX] } }),
+    ]) {
+      const err = await openSession(o).catch((e: unknown) => e);
+      assert.ok(err instanceof Error && !(err instanceof SmtpSessionError), String(err));
+      assert.match(err.message, /options\.dane|usable TLSA/);
+    }
+    assert.equal(sink.sessions.length, 0);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -513,6 +637,7 @@ test('EHLO answered 5xx falls back to HELO (no extensions, so no STARTTLS: encry
   await withSink({ tls: 'starttls', cert: cert('valid'), replies: { ehlo: { code: 502, text: '5.5.1 EHLO not implemented' } } }, async (sink) => {
     await withSession(options(sink.port, 'may'), async (s) => {
       assert.equal(s.facts.heloFallback, true);
+      assert.equal(s.facts.helo, 'sink.lacre.test', 'the HELO reply names the server too');
       assert.equal(s.facts.starttlsOffered, false);
       assert.equal(s.facts.downgrade?.reason, 'starttls-not-supported');
       assert.equal((await s.send({ from: 'sender@origin.test', to: ['a@dest.test'] }, MESSAGE)).data?.code, 250);
@@ -559,6 +684,15 @@ test('the EHLO after STARTTLS replaces what was learned before TLS', async () =>
     const verbs = sink.sessions[0].commands.map((c) => `${c.line.split(' ')[0]}:${c.tls}`);
     assert.deepEqual(verbs.slice(0, 3), ['EHLO:false', 'STARTTLS:false', 'EHLO:true']);
     assert.equal(sink.sessions[0].servername, MX, 'SNI carries the MX host name');
+  });
+});
+
+test('the server\'s EHLO name is recorded for TLS reports, also on a session refused after the handshake', async () => {
+  await withSink({ tls: 'starttls', cert: cert('valid'), hostname: 'mx7.receiver.test' }, async (sink) => {
+    await withSession(options(sink.port, 'verify'), async (s) => assert.equal(s.facts.helo, 'mx7.receiver.test'));
+    const err = await openSession(options(sink.port, 'dane', { dane: { tlsa: [ee311(cert('wrong-name'))], names: [MX] } })).catch((e) => e);
+    assert.equal(err.failure, 'validation-failure');
+    assert.equal(err.facts?.helo, 'mx7.receiver.test');
   });
 });
 

@@ -3,7 +3,8 @@
 // certificate facts, the envelope (with PIPELINING), DATA, RSET, QUIT, per-stage timeouts, and the
 // record of how the connection travelled. What a fact *means* under a level is decided by
 // ../tls-policy/levels.ts (judgeTls), never here.
-// May import: node:net, node:tls, node:crypto, ../tls-policy/levels.ts. Nothing else in Lacre.
+// May import: node:net, node:tls, node:crypto, ../tls-policy/ (levels.ts, dane.ts, evidence types).
+// Nothing else in Lacre.
 //
 // Why a small client of our own instead of wrapping nodemailer's SMTPConnection (10.6, read in
 // node_modules/nodemailer/dist/esm/smtp-connection/index.js):
@@ -28,6 +29,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { X509Certificate, createHash } from 'node:crypto';
 import { MIN_TLS_VERSION, classifyTlsError, judgeTls, type TlsFailure, type TlsJudgement, type TlsLevel } from '../tls-policy/levels.ts';
+import { isUsableTlsa, matchDane } from '../tls-policy/dane.ts';
+import type { TlsaRecord } from '../tls-policy/evidence.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -91,6 +94,17 @@ export interface SessionOptions {
   localAddress?: string;
   /** Aborting while the session opens destroys the connection; it does not follow the session into a pool. */
   signal?: AbortSignal;
+  /**
+   * Required with level `dane`, refused otherwise: the MX host's usable DNSSEC-secure TLSA records
+   * (RFC 7672 §2.2) and the DANE-TA(2) reference identifiers (RFC 7672 §3.2.2: the MX host name and,
+   * after a secure CNAME, the TLSA base domain).
+   */
+  dane?: {
+    tlsa: TlsaRecord[];
+    names: string[];
+    /** SNI under `dane`: the TLSA base domain (RFC 7672 §8.1). Default: the MX host name. */
+    sni?: string;
+  };
 }
 
 export interface CertificateFacts {
@@ -124,6 +138,11 @@ export interface TlsFacts {
   starttlsOffered?: boolean;
   /** The server answered EHLO with 5xx and HELO was used (no extensions). */
   heloFallback?: boolean;
+  /**
+   * The domain the server named in its latest 250 to EHLO/HELO (RFC 5321 §4.1.1.1): TLS-RPT's
+   * `receiving-mx-helo` (RFC 8460 §4.4). Absent when the reply named nothing printable.
+   */
+  helo?: string;
   /** Commands after the handshake were protected by TLS. */
   tls: boolean;
   /** Negotiated protocol, e.g. TLSv1.3. */
@@ -139,6 +158,15 @@ export interface TlsFacts {
   /** Node/OpenSSL code of the first verification problem, e.g. CERT_HAS_EXPIRED. */
   verificationError?: string;
   verificationFailure?: TlsFailure;
+  /** Level `dane`: how the presented chain fared against the TLSA records (RFC 7672 §3). */
+  dane?: {
+    matched: boolean;
+    /** The record that authenticated the peer, presentation form ("3 1 1 0C72…"). */
+    record?: string;
+    usage?: 2 | 3;
+    failure?: TlsFailure;
+    detail: string;
+  };
   /** Set when a `may` delivery travels in plaintext although TLS was wanted, and why. */
   downgrade?: { reason: TlsFailure; detail: string; retried: boolean };
   /** Bytes that arrived after the 220 to STARTTLS and before the handshake: discarded (RFC 3207 §4.2). */
@@ -396,6 +424,36 @@ function certificateFacts(cert: tls.PeerCertificate): CertificateFacts | undefin
   };
 }
 
+/**
+ * The certificates the peer sent, DER, leaf first: Node links each to its issuer, ending where
+ * the chain repeats (a self-signed root points at itself) or has no issuer. Node may complete the
+ * chain with a root from the local trust store; a DANE-TA record can only match that root if its
+ * digest is in DNSSEC-signed DNS, so the addition gives no attacker anything.
+ */
+function presentedChain(socket: tls.TLSSocket): Buffer[] {
+  const chain: Buffer[] = [];
+  const seen = new Set<string>();
+  let cert: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  for (let i = 0; i < 16 && cert?.raw; i++) {
+    const id = cert.fingerprint256;
+    if (seen.has(id)) break;
+    seen.add(id);
+    chain.push(cert.raw);
+    cert = cert.issuerCertificate;
+  }
+  return chain;
+}
+
+/** A `dane` session without records (or records for another level) is a caller bug, not a peer's fault. */
+function checkDaneOptions(o: SessionOptions): void {
+  if (o.level === 'dane') {
+    if (!o.dane) throw new Error('SmtpSession: level "dane" needs options.dane with the TLSA records and names');
+    if (!o.dane.tlsa.some(isUsableTlsa)) throw new Error('SmtpSession: level "dane" needs at least one usable TLSA record (DANE-TA or DANE-EE)');
+  } else if (o.dane) {
+    throw new Error(`SmtpSession: options.dane is only for level "dane", not "${o.level}"`);
+  }
+}
+
 function describe(err: unknown): string {
   if (err instanceof Error) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -463,6 +521,7 @@ export class SmtpSession {
   #onClose = () => this.#die({ kind: 'connection', message: 'connection closed by the server' });
 
   private constructor(options: SessionOptions) {
+    checkDaneOptions(options);
     // MX exchanges can come with the root dot; SNI and the certificate name check want it off.
     this.#o = { ...options, mxHost: options.mxHost.replace(/\.$/, '') };
     this.#t = { ...DEFAULT_TIMEOUTS, ...definedOnly(options.timeouts ?? {}) };
@@ -594,6 +653,7 @@ export class SmtpSession {
     const ehlo = await this.#command(`EHLO ${this.#o.ehloName}`, 'EHLO', 'ehlo', this.#t.command);
     if (ehlo.code === 250) {
       this.#ext = parseExtensions(ehlo);
+      this.#noteHelo(ehlo);
       return;
     }
     if (ehlo.code < 500 || ehlo.code > 599) {
@@ -606,7 +666,14 @@ export class SmtpSession {
       throw this.#replyError('HELO refused', 'ehlo', helo);
     }
     this.#ext = parseExtensions(undefined);
+    this.#noteHelo(helo);
     this.facts.heloFallback = true;
+  }
+
+  #noteHelo(reply: Reply): void {
+    const name = reply.text.split('\n')[0].trim().split(/\s+/)[0] ?? '';
+    // A server's own words end up in reports: keep them to one bounded, printable token.
+    if (/^[\x21-\x7e]{1,255}$/.test(name)) this.facts.helo = name;
   }
 
   async #upgrade(): Promise<void> {
@@ -646,10 +713,13 @@ export class SmtpSession {
         );
         o.signal?.addEventListener('abort', onAbort, { once: true });
         try {
+          // RFC 7672 §8.1: under DANE the SNI is the TLSA base domain, so the server picks the chain
+          // its records describe; otherwise the MX host name.
+          const sni = o.level === 'dane' && o.dane?.sni ? o.dane.sni.replace(/\.$/, '') : o.mxHost;
           s = tls.connect({
             socket: plain,
             // RFC 6066 §3: SNI carries host names only, never an address literal.
-            servername: net.isIP(o.mxHost) ? undefined : o.mxHost,
+            servername: net.isIP(sni) ? undefined : sni,
             secureContext: secureContext(o.ca ?? []),
             minVersion: MIN_TLS_VERSION,
             // Verification is recorded under every level and enforced by judgeTls, not by Node:
@@ -705,7 +775,17 @@ export class SmtpSession {
       this.facts.verificationFailure = f === 'tls-handshake-failed' ? 'validation-failure' : f;
     }
 
-    const j = judgeTls(o.level, { step: 'established', protocol, chainVerified, chainError, hostnameMatches });
+    let dane: { matched: boolean; detail: string; failure?: TlsFailure } | undefined;
+    if (o.level === 'dane' && o.dane) {
+      // RFC 7672 §3: the TLSA records alone authenticate the peer; WebPKI facts above stay a record.
+      const m = matchDane(o.dane.tlsa, presentedChain(secure), { names: o.dane.names, now: Date.now() });
+      this.facts.dane = m.matched
+        ? { matched: true, record: m.record, usage: m.usage, detail: m.detail }
+        : { matched: false, failure: m.failure, detail: m.detail };
+      dane = m.matched ? { matched: true, detail: m.detail } : { matched: false, detail: m.detail, failure: m.failure };
+    }
+
+    const j = judgeTls(o.level, { step: 'established', protocol, chainVerified, chainError, hostnameMatches, dane });
     if (j.action === 'defer' || j.action === 'retry-plaintext') {
       // TLS is up: QUIT travels encrypted and reveals nothing. No MAIL FROM is ever sent.
       await this.#quietQuit(true);

@@ -30,6 +30,8 @@ import { resolverLookup } from '../events/url-guard.ts';
 import { startBounceReceiver, type BounceReceiver } from '../intake/bounce-receiver.ts';
 import { startSubmission, type SubmissionListeners } from '../intake/smtp-submission.ts';
 import { loadListenerCertificate } from '../intake/listener-cert.ts';
+import { buildPolicySources } from '../policy-lookup/sources.ts';
+import { tlsPolicyRoutes } from './routes/tls-policies.ts';
 
 export interface RunningServer {
   httpUrl: string;
@@ -61,7 +63,17 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     maxAgeMs: config.queue.maxAge,
   };
   const queue = new Queue(store, schedule);
-  const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout });
+  const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout, trustAd: config.dns.trustAd });
+  const policy = buildPolicySources({
+    store,
+    resolver,
+    configured: config.tls.policies,
+    defaultLevel: config.tls.defaultPolicy,
+    ca,
+    mtaStsPort: config.tls.mtaSts.port,
+    mtaStsFetchTimeoutMs: config.tls.mtaSts.fetchTimeout,
+    logger: logger.child({ component: 'mta-sts' }),
+  });
   const keys = new ApiKeys(store);
   const domains = new SenderDomains({
     store,
@@ -73,6 +85,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const state: HttpState = { ready: false };
   const http = buildHttpServer({ logger, state, https: httpsOptions });
   await http.register(domainRoutes({ keys, domains }));
+  await http.register(tlsPolicyRoutes({ keys, table: policy.tlsPolicyTable, audit: store.audit, policies: policy.staticPolicies }));
   // The runner is built below; the callback runs only once requests arrive.
   await http.register(sendRoutes({ keys, composer, store, onQueued: () => runner.nudge(), version: '0.1.0' }));
   await http.register(messageRoutes({ keys, store }));
@@ -86,6 +99,8 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     smtpPort: config.delivery.smtpPort,
     policies: new Map(Object.entries(config.tls.policies)),
     defaultPolicy: config.tls.defaultPolicy,
+    sources: policy.sources,
+    allowTlsRequiredNo: config.tls.allowTlsRequiredNo,
     ehloName: config.hostname,
     ca,
     timeouts: config.delivery.timeouts,
@@ -168,6 +183,14 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     domains.recheckWaiting().catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'domain recheck failed'));
   }, config.senders.recheckInterval);
   recheck.unref();
+  // RFC 8461 §5.1: refresh cached MTA-STS policies before they expire, so a policy host that is down
+  // on the day a policy would lapse does not drop the domain back to opportunistic TLS.
+  const stsRefresh = setInterval(() => {
+    policy.mtaSts
+      .refreshExpiring(Math.max(config.tls.mtaSts.refreshInterval * 2, 86_400_000))
+      .catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'MTA-STS refresh failed'));
+  }, config.tls.mtaSts.refreshInterval);
+  stsRefresh.unref();
   state.ready = true;
   const address = http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;
@@ -205,6 +228,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
         logger.info({ reason }, 'shutting down');
         state.ready = false;
         clearInterval(recheck);
+        clearInterval(stsRefresh);
         // Stop taking work first, then let in-flight deliveries finish or give their leases back,
         // and only then close the database they write to.
         await Promise.all([http.close(), submission.close(config.queue.shutdownGrace)]);

@@ -219,6 +219,86 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX webhook_deliveries_lease ON webhook_deliveries (lease_token)`,
     ],
   },
+  {
+    version: 6,
+    name: 'static-tls-policies',
+    statements: ({ blob }) => [
+      // Operator TLS policy per destination, editable at run time (CLI, /v1/tls-policies) beside
+      // LACRE_TLS_POLICIES. Operator configuration like routes, so the key is in plaintext; a key
+      // may be `.example.com` for every subdomain. The note is free text an operator types (a
+      // ticket, a contact's name), so it is sealed like the audit log's detail.
+      `CREATE TABLE tls_policies (
+         domain TEXT PRIMARY KEY,
+         level TEXT NOT NULL CHECK (level IN ('none', 'may', 'encrypt', 'verify', 'dane-only')),
+         created_at BIGINT NOT NULL,
+         created_by TEXT NOT NULL,
+         updated_at BIGINT NOT NULL,
+         updated_by TEXT NOT NULL,
+         note_sealed ${blob}
+       )`,
+    ],
+  },
+  {
+    version: 7,
+    name: 'mta-sts-cache',
+    statements: ({ blob }) => [
+      // RFC 8461 §5.1 policy cache. Recipient domains are personal data (the queue keeps only their
+      // keyed hash), so rows are found by that hash and the policy itself is sealed.
+      `CREATE TABLE mta_sts_policies (
+         domain_hash TEXT PRIMARY KEY,
+         policy_sealed ${blob} NOT NULL,
+         fetched_at BIGINT NOT NULL,
+         expires_at BIGINT NOT NULL,
+         checked_at BIGINT NOT NULL
+       )`,
+      `CREATE INDEX mta_sts_policies_expiry ON mta_sts_policies (expires_at)`,
+    ],
+  },
+  {
+    version: 8,
+    name: 'tls-reporting',
+    statements: ({ blob }) => [
+      // RFC 8460 aggregate counts per UTC day, recipient domain (keyed hash) and policy applied.
+      // policy_key is a keyed hash of the policy's content, so one day can hold several policies
+      // for a domain (an MTA-STS id change mid-day); policy_sealed holds the domain name and the
+      // policy, the only place the report's policy-domain can be read back from. The `id` key
+      // exists because re-sealing walks every sealed column by one key column.
+      `CREATE TABLE tlsrpt_policies (
+         id TEXT PRIMARY KEY,
+         day TEXT NOT NULL,
+         domain_hash TEXT NOT NULL,
+         policy_key TEXT NOT NULL,
+         policy_sealed ${blob} NOT NULL,
+         success_count BIGINT NOT NULL DEFAULT 0,
+         failure_count BIGINT NOT NULL DEFAULT 0,
+         UNIQUE (day, domain_hash, policy_key)
+       )`,
+      `CREATE TABLE tlsrpt_failures (
+         id TEXT PRIMARY KEY,
+         day TEXT NOT NULL,
+         domain_hash TEXT NOT NULL,
+         policy_key TEXT NOT NULL,
+         detail_key TEXT NOT NULL,
+         detail_sealed ${blob} NOT NULL,
+         session_count BIGINT NOT NULL DEFAULT 0,
+         UNIQUE (day, domain_hash, policy_key, detail_key)
+       )`,
+      // One row per (day, domain) report: whether and where it went. `sending` is a claim: a run
+      // that finds one younger than the claim window leaves it alone (another process has it);
+      // detail_sealed lists the rua URIs already delivered, so a retry never repeats them.
+      `CREATE TABLE tlsrpt_reports (
+         id TEXT PRIMARY KEY,
+         day TEXT NOT NULL,
+         domain_hash TEXT NOT NULL,
+         report_id TEXT NOT NULL,
+         state TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'no-rua', 'failed')),
+         attempts INTEGER NOT NULL DEFAULT 0,
+         detail_sealed ${blob},
+         updated_at BIGINT NOT NULL,
+         UNIQUE (day, domain_hash)
+       )`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

@@ -43,6 +43,11 @@ export const SEALED_COLUMNS = [
   { table: 'events', key: 'id', column: 'payload_sealed' },
   { table: 'webhooks', key: 'id', column: 'url_sealed' },
   { table: 'webhooks', key: 'id', column: 'secret_sealed' },
+  { table: 'tls_policies', key: 'domain', column: 'note_sealed' },
+  { table: 'mta_sts_policies', key: 'domain_hash', column: 'policy_sealed' },
+  { table: 'tlsrpt_policies', key: 'id', column: 'policy_sealed' },
+  { table: 'tlsrpt_failures', key: 'id', column: 'detail_sealed' },
+  { table: 'tlsrpt_reports', key: 'id', column: 'detail_sealed' },
 ] as const;
 
 const ctx = (table: string, column: string) => `${table}.${column}`;

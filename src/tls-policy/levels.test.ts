@@ -15,8 +15,8 @@ import {
   type TlsStepFacts,
 } from './levels.ts';
 
-test('the four levels, weakest first', () => {
-  assert.deepEqual([...TLS_LEVELS], ['none', 'may', 'encrypt', 'verify']);
+test('the five levels, weakest first; dane is chosen by evidence, never configured', () => {
+  assert.deepEqual([...TLS_LEVELS], ['none', 'may', 'encrypt', 'verify', 'dane']);
 });
 
 test('parses domain=level lists, normalising case, spaces, trailing dots and Unicode names', () => {
@@ -109,7 +109,7 @@ const JUDGEMENTS: { facts: string; input: TlsStepFacts; expect: Record<TlsLevel,
   {
     facts: 'STARTTLS offered',
     input: { step: 'ehlo', starttlsOffered: true },
-    expect: { none: plaintext(), may: proceed, encrypt: proceed, verify: proceed },
+    expect: { none: plaintext(), may: proceed, encrypt: proceed, verify: proceed, dane: proceed },
   },
   {
     facts: 'STARTTLS not offered (or stripped)',
@@ -119,17 +119,18 @@ const JUDGEMENTS: { facts: string; input: TlsStepFacts; expect: Record<TlsLevel,
       may: plaintext('starttls-not-supported'),
       encrypt: defer('starttls-not-supported'),
       verify: defer('starttls-not-supported'),
+      dane: defer('starttls-not-supported'),
     },
   },
   {
     facts: 'plaintext retry after a failed handshake',
     input: { step: 'ehlo', starttlsOffered: true, plaintextRetry: { failure: 'tls-version', detail: 'x' } },
-    expect: { none: plaintext(), may: plaintext('tls-version'), encrypt: defer('tls-version'), verify: defer('tls-version') },
+    expect: { none: plaintext(), may: plaintext('tls-version'), encrypt: defer('tls-version'), verify: defer('tls-version'), dane: defer('tls-version') },
   },
   {
     facts: 'STARTTLS answered 220',
     input: { step: 'starttls-reply', code: 220, text: 'go ahead' },
-    expect: { none: plaintext(), may: proceed, encrypt: proceed, verify: proceed },
+    expect: { none: plaintext(), may: proceed, encrypt: proceed, verify: proceed, dane: proceed },
   },
   {
     facts: 'STARTTLS answered 454',
@@ -139,6 +140,7 @@ const JUDGEMENTS: { facts: string; input: TlsStepFacts; expect: Record<TlsLevel,
       may: plaintext('starttls-refused'),
       encrypt: defer('starttls-refused'),
       verify: defer('starttls-refused'),
+      dane: defer('starttls-refused'),
     },
   },
   {
@@ -149,12 +151,13 @@ const JUDGEMENTS: { facts: string; input: TlsStepFacts; expect: Record<TlsLevel,
       may: plaintext('starttls-refused'),
       encrypt: defer('starttls-refused'),
       verify: defer('starttls-refused'),
+      dane: defer('starttls-refused'),
     },
   },
   {
     facts: 'handshake failed on the protocol version',
     input: { step: 'handshake', failure: 'tls-version', detail: 'alert 70' },
-    expect: { none: retry('tls-version'), may: retry('tls-version'), encrypt: defer('tls-version'), verify: defer('tls-version') },
+    expect: { none: retry('tls-version'), may: retry('tls-version'), encrypt: defer('tls-version'), verify: defer('tls-version'), dane: defer('tls-version') },
   },
   {
     facts: 'handshake failed otherwise',
@@ -164,57 +167,89 @@ const JUDGEMENTS: { facts: string; input: TlsStepFacts; expect: Record<TlsLevel,
       may: retry('tls-handshake-failed'),
       encrypt: defer('tls-handshake-failed'),
       verify: defer('tls-handshake-failed'),
+      dane: defer('tls-handshake-failed'),
     },
   },
   {
     facts: 'TLS 1.3, trusted chain, matching name',
     input: established(),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed, dane: defer('validation-failure') },
   },
   {
     facts: 'TLS 1.2, trusted chain, matching name',
     input: established({ protocol: 'TLSv1.2' }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed, dane: defer('validation-failure') },
   },
   {
     facts: 'TLS 1.1 somehow negotiated',
     input: established({ protocol: 'TLSv1.1' }),
-    expect: { none: retry('tls-version'), may: retry('tls-version'), encrypt: defer('tls-version'), verify: defer('tls-version') },
+    expect: { none: retry('tls-version'), may: retry('tls-version'), encrypt: defer('tls-version'), verify: defer('tls-version'), dane: defer('tls-version') },
   },
   {
     facts: 'expired certificate',
     input: established({ chainVerified: false, chainError: 'CERT_HAS_EXPIRED' }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-expired') },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-expired'), dane: defer('validation-failure') },
   },
   {
     facts: 'not-yet-valid certificate',
     input: established({ chainVerified: false, chainError: 'CERT_NOT_YET_VALID' }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-not-yet-valid') },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-not-yet-valid'), dane: defer('validation-failure') },
   },
   {
     facts: 'self-signed certificate',
     input: established({ chainVerified: false, chainError: 'DEPTH_ZERO_SELF_SIGNED_CERT' }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-untrusted') },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-not-trusted'), dane: defer('validation-failure') },
   },
   {
     facts: 'chain failure without a code',
     input: established({ chainVerified: false }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('validation-failure') },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('validation-failure'), dane: defer('validation-failure') },
   },
   {
     facts: 'chain failure with an unknown code',
     input: established({ chainVerified: false, chainError: 'SOMETHING_NEW' }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('validation-failure') },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('validation-failure'), dane: defer('validation-failure') },
   },
   {
     facts: 'trusted chain, wrong name',
     input: established({ hostnameMatches: false }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-host-mismatch') },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-host-mismatch'), dane: defer('validation-failure') },
   },
   {
     facts: 'expired and wrong name: the chain error is reported first',
     input: established({ chainVerified: false, chainError: 'CERT_HAS_EXPIRED', hostnameMatches: false }),
-    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-expired') },
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-expired'), dane: defer('validation-failure') },
+  },
+  // Level `dane` (RFC 7672 §3): the TLSA match decides alone; the WebPKI facts do not count for or against.
+  {
+    facts: 'TLSA matched, although the WebPKI chain is expired and names another host',
+    input: established({ chainVerified: false, chainError: 'CERT_HAS_EXPIRED', hostnameMatches: false, dane: { matched: true, detail: 'x' } }),
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: defer('certificate-expired'), dane: proceed },
+  },
+  {
+    facts: 'TLSA not matched, although the WebPKI chain is trusted and names the host',
+    input: established({ dane: { matched: false, detail: 'x', failure: 'validation-failure' } }),
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed, dane: defer('validation-failure') },
+  },
+  {
+    facts: 'DANE-TA anchored, but the leaf names another host',
+    input: established({ dane: { matched: false, detail: 'x', failure: 'certificate-host-mismatch' } }),
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed, dane: defer('certificate-host-mismatch') },
+  },
+  {
+    facts: 'DANE-TA anchored, but the leaf has expired',
+    input: established({ dane: { matched: false, detail: 'x', failure: 'certificate-expired' } }),
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed, dane: defer('certificate-expired') },
+  },
+  {
+    facts: 'TLSA not matched, failure unnamed',
+    input: established({ dane: { matched: false, detail: 'x' } }),
+    expect: { none: proceed, may: proceed, encrypt: proceed, verify: proceed, dane: defer('validation-failure') },
+  },
+  {
+    facts: 'TLSA matched over TLS 1.1: the protocol floor comes first',
+    input: established({ protocol: 'TLSv1.1', dane: { matched: true, detail: 'x' } }),
+    expect: { none: retry('tls-version'), may: retry('tls-version'), encrypt: defer('tls-version'), verify: defer('tls-version'), dane: defer('tls-version') },
   },
 ];
 
@@ -238,9 +273,9 @@ test('judgements that refuse or downgrade always explain themselves', () => {
   }
 });
 
-test('encrypt and verify never answer "plaintext" or "retry-plaintext", whatever the facts', () => {
+test('encrypt, verify and dane never answer "plaintext" or "retry-plaintext", whatever the facts', () => {
   for (const row of JUDGEMENTS) {
-    for (const level of ['encrypt', 'verify'] as const) {
+    for (const level of ['encrypt', 'verify', 'dane'] as const) {
       const action = judgeTls(level, row.input).action;
       assert.ok(action === 'proceed' || action === 'defer', `${row.facts} / ${level}: ${action}`);
     }
@@ -262,12 +297,12 @@ const CLASSIFY: [input: unknown, expected: string][] = [
   ['CERT_NOT_YET_VALID', 'certificate-not-yet-valid'],
   ['ERR_TLS_CERT_ALTNAME_INVALID', 'certificate-host-mismatch'],
   ['HOSTNAME_MISMATCH', 'certificate-host-mismatch'],
-  ['DEPTH_ZERO_SELF_SIGNED_CERT', 'certificate-untrusted'],
-  ['SELF_SIGNED_CERT_IN_CHAIN', 'certificate-untrusted'],
-  ['UNABLE_TO_GET_ISSUER_CERT', 'certificate-untrusted'],
-  ['UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'certificate-untrusted'],
-  ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'certificate-untrusted'],
-  ['CERT_UNTRUSTED', 'certificate-untrusted'],
+  ['DEPTH_ZERO_SELF_SIGNED_CERT', 'certificate-not-trusted'],
+  ['SELF_SIGNED_CERT_IN_CHAIN', 'certificate-not-trusted'],
+  ['UNABLE_TO_GET_ISSUER_CERT', 'certificate-not-trusted'],
+  ['UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'certificate-not-trusted'],
+  ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'certificate-not-trusted'],
+  ['CERT_UNTRUSTED', 'certificate-not-trusted'],
   ['CERT_SIGNATURE_FAILURE', 'validation-failure'],
   ['CERT_REVOKED', 'validation-failure'],
   ['INVALID_PURPOSE', 'validation-failure'],
@@ -282,9 +317,9 @@ const CLASSIFY: [input: unknown, expected: string][] = [
   [Object.assign(new Error('x'), { code: 'CERT_HAS_EXPIRED' }), 'certificate-expired'],
   [new Error('certificate has expired'), 'certificate-expired'],
   [new Error("Hostname/IP does not match certificate's altnames: Host: a. is not in the cert's altnames"), 'certificate-host-mismatch'],
-  [new Error('self-signed certificate'), 'certificate-untrusted'],
+  [new Error('self-signed certificate'), 'certificate-not-trusted'],
   [new Error('unable to verify the first certificate'), 'tls-handshake-failed'],
-  [new Error('unable to get local issuer certificate'), 'certificate-untrusted'],
+  [new Error('unable to get local issuer certificate'), 'certificate-not-trusted'],
   ['SOMETHING_NEW', 'tls-handshake-failed'],
   [undefined, 'tls-handshake-failed'],
   [null, 'tls-handshake-failed'],

@@ -1,7 +1,8 @@
 // TLS security levels for outbound delivery: which level applies to a destination (static map and
 // default today; MTA-STS, DANE and REQUIRETLS add sources later without touching SMTP code) and
 // what the facts of one connection mean under a level. Pure: no I/O, no clock, no sockets.
-// May import: node:url (IDNA conversion) only. Imported by config/ (syntax) and delivery/.
+// May import: node:url (IDNA conversion) only. Imported by config/ (syntax), delivery/, store/ and
+// policy-lookup/ (the policy table keys).
 //
 // The levels follow Postfix's smtp_tls_security_level: `none` never starts TLS; `may` is
 // opportunistic; `encrypt` demands TLS with any certificate; `verify` demands TLS with a
@@ -9,15 +10,32 @@
 // level that uses TLS (RFC 8996 deprecates 1.0 and 1.1).
 import { domainToASCII } from 'node:url';
 
-export const TLS_LEVELS = ['none', 'may', 'encrypt', 'verify'] as const;
+/**
+ * Levels a session runs at. `dane` (RFC 7672 §3) is never configured: the engine chooses it when
+ * the MX host has usable DNSSEC-secure TLSA records, and the session then authenticates the peer
+ * against those records instead of the WebPKI.
+ */
+export const TLS_LEVELS = ['none', 'may', 'encrypt', 'verify', 'dane'] as const;
 export type TlsLevel = (typeof TLS_LEVELS)[number];
+
+/**
+ * Levels an operator can set for a domain (LACRE_TLS_POLICIES, the policy table). `dane-only`
+ * (Postfix's name) demands DANE: an MX host without usable secure TLSA records is not used, and the
+ * session is reported as `dane-required` (RFC 8460 §4.3.2.2).
+ */
+export const STATIC_TLS_LEVELS = ['none', 'may', 'encrypt', 'verify', 'dane-only'] as const;
+export type StaticTlsLevel = (typeof STATIC_TLS_LEVELS)[number];
 
 export function isTlsLevel(value: string): value is TlsLevel {
   return (TLS_LEVELS as readonly string[]).includes(value);
 }
 
+export function isStaticTlsLevel(value: string): value is StaticTlsLevel {
+  return (STATIC_TLS_LEVELS as readonly string[]).includes(value);
+}
+
 export interface PolicyDecision {
-  level: TlsLevel;
+  level: StaticTlsLevel;
   /** Where the level came from: `static:verify`, `default:may`. Later: `mta-sts:enforce`, `dane`. */
   source: string;
   /** The policy key that matched (`example.com` or `.example.com`), when a static entry did. */
@@ -26,31 +44,35 @@ export interface PolicyDecision {
 
 /**
  * Failure names. Where one exists, the RFC 8460 (TLS-RPT) result type is used verbatim so the
- * reports issue can aggregate them unchanged; `certificate-untrusted` is TLS-RPT's
+ * reports issue can aggregate them unchanged; `certificate-not-trusted` is TLS-RPT's
  * `certificate-not-trusted`, the others are Lacre's own.
  */
-export type TlsFailure =
-  | 'starttls-not-supported'
-  | 'starttls-refused'
-  | 'tls-handshake-failed'
-  | 'tls-version'
-  | 'certificate-expired'
-  | 'certificate-not-yet-valid'
-  | 'certificate-host-mismatch'
-  | 'certificate-untrusted'
-  | 'validation-failure';
-
-export const TLS_FAILURES: readonly TlsFailure[] = [
+export const TLS_FAILURES = [
+  // RFC 8460 §4.3.2.1 negotiation failures.
   'starttls-not-supported',
+  'certificate-host-mismatch',
+  'certificate-expired',
+  'certificate-not-trusted',
+  'validation-failure',
+  // RFC 8460 §4.3.2.2 DANE policy failures.
+  'tlsa-invalid',
+  'dnssec-invalid',
+  'dane-required',
+  // RFC 8460 §4.3.2.3 MTA-STS policy failures.
+  'sts-policy-fetch-error',
+  'sts-policy-invalid',
+  'sts-webpki-invalid',
+  // Lacre's own, finer than RFC 8460 has words for; reports map them (tls-reporting/).
   'starttls-refused',
   'tls-handshake-failed',
   'tls-version',
-  'certificate-expired',
   'certificate-not-yet-valid',
-  'certificate-host-mismatch',
-  'certificate-untrusted',
-  'validation-failure',
-];
+  /** MTA-STS `enforce`: the MX host matches none of the policy's `mx` patterns (RFC 8461 §4.1). */
+  'sts-mx-mismatch',
+  /** REQUIRETLS (RFC 8689 §4.2.1): no DNSSEC or MTA-STS path to authenticate the MX by. */
+  'requiretls-unverifiable',
+] as const;
+export type TlsFailure = (typeof TLS_FAILURES)[number];
 
 /** The lowest protocol any level accepts; what every TLS connection passes as `minVersion`. */
 export const MIN_TLS_VERSION = 'TLSv1.2';
@@ -58,7 +80,8 @@ export const MIN_TLS_VERSION = 'TLSv1.2';
 // ---------------------------------------------------------------------------------------------
 // Choosing a level
 
-function normaliseDomain(raw: string): string | undefined {
+/** A domain in the form policies compare it: A-label, lower case, no trailing dot; undefined if not a name. */
+export function normaliseDomain(raw: string): string | undefined {
   const trimmed = raw.trim().replace(/\.$/, '');
   if (trimmed === '') return undefined;
   // Unicode names are compared in their A-label form, as DNS and the MX records carry them.
@@ -69,13 +92,25 @@ function normaliseDomain(raw: string): string | undefined {
 }
 
 /**
+ * A policy key as LACRE_TLS_POLICIES and the policy table store it: `example.com`, or
+ * `.example.com` for every subdomain of example.com. Undefined when the name is not a domain.
+ */
+export function normalisePolicyKey(rawKey: string): string | undefined {
+  const key = rawKey.trim();
+  const parent = key.startsWith('.');
+  const domain = normaliseDomain(parent ? key.slice(1) : key);
+  if (domain === undefined) return undefined;
+  return parent ? `.${domain}` : domain;
+}
+
+/**
  * Parses LACRE_TLS_POLICIES: `domain=level,...`. A key `.example.com` covers every subdomain of
  * example.com (not example.com itself), like a Postfix policy-map key with a leading dot.
  * Throws on the first bad entry, naming it and the allowed levels.
  */
-export function parseTlsPolicies(text: string): Map<string, TlsLevel> {
-  const policies = new Map<string, TlsLevel>();
-  const allowed = `allowed levels: ${TLS_LEVELS.join(', ')}`;
+export function parseTlsPolicies(text: string): Map<string, StaticTlsLevel> {
+  const policies = new Map<string, StaticTlsLevel>();
+  const allowed = `allowed levels: ${STATIC_TLS_LEVELS.join(', ')}`;
   for (const rawEntry of text.split(',')) {
     const entry = rawEntry.trim();
     if (entry === '') continue; // a trailing comma is a typing habit, not an error
@@ -83,11 +118,9 @@ export function parseTlsPolicies(text: string): Map<string, TlsLevel> {
     if (eq < 0) throw new Error(`TLS policy entry "${entry}": expected domain=level (${allowed})`);
     const rawKey = entry.slice(0, eq).trim();
     const rawLevel = entry.slice(eq + 1).trim().toLowerCase();
-    const parent = rawKey.startsWith('.');
-    const domain = normaliseDomain(parent ? rawKey.slice(1) : rawKey);
-    if (!domain) throw new Error(`TLS policy entry "${entry}": "${rawKey}" is not a domain name (use example.com or .example.com)`);
-    if (!isTlsLevel(rawLevel)) throw new Error(`TLS policy entry "${entry}": unknown level "${rawLevel}" (${allowed})`);
-    const key = parent ? `.${domain}` : domain;
+    const key = normalisePolicyKey(rawKey);
+    if (!key) throw new Error(`TLS policy entry "${entry}": "${rawKey}" is not a domain name (use example.com or .example.com)`);
+    if (!isStaticTlsLevel(rawLevel)) throw new Error(`TLS policy entry "${entry}": unknown level "${rawLevel}" (${allowed})`);
     const previous = policies.get(key);
     if (previous !== undefined && previous !== rawLevel) {
       throw new Error(`TLS policy entry "${entry}": ${key} is already set to ${previous}`);
@@ -98,7 +131,7 @@ export function parseTlsPolicies(text: string): Map<string, TlsLevel> {
 }
 
 /** Exact domain beats the nearest `.parent` key, which beats the default. */
-export function decidePolicy(domain: string, policies: Map<string, TlsLevel>, defaultLevel: TlsLevel): PolicyDecision {
+export function decidePolicy(domain: string, policies: Map<string, StaticTlsLevel>, defaultLevel: StaticTlsLevel): PolicyDecision {
   const name = normaliseDomain(domain);
   if (name !== undefined) {
     const exact = policies.get(name);
@@ -137,6 +170,11 @@ export type TlsStepFacts =
       chainError?: string;
       /** tls.checkServerIdentity(mxHost, cert) passed. */
       hostnameMatches: boolean;
+      /**
+       * Level `dane` only: the peer's chain against the MX host's TLSA records (RFC 7672 §3).
+       * `failure` names a mismatch more finely (host mismatch or dates under DANE-TA(2)).
+       */
+      dane?: { matched: boolean; detail: string; failure?: TlsFailure };
     };
 
 export type TlsJudgement =
@@ -160,7 +198,7 @@ export function meetsTlsFloor(protocol: string | null | undefined): boolean {
 }
 
 export function judgeTls(level: TlsLevel, facts: TlsStepFacts): TlsJudgement {
-  const mandatory = level === 'encrypt' || level === 'verify';
+  const mandatory = level === 'encrypt' || level === 'verify' || level === 'dane';
   switch (facts.step) {
     case 'ehlo': {
       if (level === 'none') return { action: 'plaintext' };
@@ -200,6 +238,12 @@ export function judgeTls(level: TlsLevel, facts: TlsStepFacts): TlsJudgement {
           ? { action: 'retry-plaintext', failure: 'tls-version', detail }
           : { action: 'defer', failure: 'tls-version', detail };
       }
+      if (level === 'dane') {
+        // RFC 7672 §3.1.1/§3.2: with usable TLSA records the records alone authenticate the peer;
+        // WebPKI trust plays no part, and a mismatch is never softened to unauthenticated TLS.
+        if (facts.dane?.matched) return { action: 'proceed' };
+        return { action: 'defer', failure: facts.dane?.failure ?? 'validation-failure', detail: facts.dane?.detail ?? 'no TLSA record was checked' };
+      }
       if (level !== 'verify') return { action: 'proceed' };
       if (!facts.chainVerified) {
         const failure = facts.chainError ? classifyTlsError(facts.chainError) : 'validation-failure';
@@ -228,15 +272,15 @@ const CODE_FAILURES: Record<string, TlsFailure> = {
   ERR_TLS_CERT_ALTNAME_INVALID: 'certificate-host-mismatch',
   ERR_TLS_CERT_ALTNAME_FORMAT: 'certificate-host-mismatch',
   HOSTNAME_MISMATCH: 'certificate-host-mismatch',
-  DEPTH_ZERO_SELF_SIGNED_CERT: 'certificate-untrusted',
-  SELF_SIGNED_CERT_IN_CHAIN: 'certificate-untrusted',
-  UNABLE_TO_GET_ISSUER_CERT: 'certificate-untrusted',
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'certificate-untrusted',
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'certificate-untrusted',
-  CERT_UNTRUSTED: 'certificate-untrusted',
-  CERT_REJECTED: 'certificate-untrusted',
-  CERT_CHAIN_TOO_LONG: 'certificate-untrusted',
-  INVALID_CA: 'certificate-untrusted',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'certificate-not-trusted',
+  SELF_SIGNED_CERT_IN_CHAIN: 'certificate-not-trusted',
+  UNABLE_TO_GET_ISSUER_CERT: 'certificate-not-trusted',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'certificate-not-trusted',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'certificate-not-trusted',
+  CERT_UNTRUSTED: 'certificate-not-trusted',
+  CERT_REJECTED: 'certificate-not-trusted',
+  CERT_CHAIN_TOO_LONG: 'certificate-not-trusted',
+  INVALID_CA: 'certificate-not-trusted',
   // Certificate problems with no TLS-RPT name of their own.
   CERT_SIGNATURE_FAILURE: 'validation-failure',
   CERT_REVOKED: 'validation-failure',
@@ -283,6 +327,6 @@ export function classifyTlsError(err: unknown): TlsFailure {
   if (/certificate has expired/i.test(message)) return 'certificate-expired';
   if (/certificate is not yet valid/i.test(message)) return 'certificate-not-yet-valid';
   if (/Hostname\/IP does not match/i.test(message)) return 'certificate-host-mismatch';
-  if (/self[- ]signed certificate|unable to (get|verify) .*(issuer|leaf)/i.test(message)) return 'certificate-untrusted';
+  if (/self[- ]signed certificate|unable to (get|verify) .*(issuer|leaf)/i.test(message)) return 'certificate-not-trusted';
   return 'tls-handshake-failed';
 }
