@@ -14,6 +14,8 @@ import { program, config, withStore, print, CliError } from './context.ts';
 import { registerWebhookCommands } from './commands/webhooks.ts';
 import { registerDomainCommands } from './commands/domains.ts';
 import { registerKeyCommands } from './commands/keys.ts';
+import { registerPolicyCommands } from './commands/policy.ts';
+import { registerPolicyShow } from './commands/policy-show.ts';
 
 program
   .command('serve')
@@ -168,6 +170,7 @@ function describeAttempt(detail: Record<string, unknown> | null): string {
 registerWebhookCommands(program);
 registerDomainCommands(program);
 registerKeyCommands(program);
+registerPolicyShow(registerPolicyCommands(program));
 
 try {
   await program.parseAsync(process.argv);
