@@ -131,7 +131,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   }
 
   async #plan(evidence: DomainEvidence, hop: NextHop): Promise<HopPlan> {
-    const dane = this.#o.sources?.dane ? await this.#o.sources.dane(hop) : await lookupDane(this.#o.resolver, hop);
+    const dane = this.#o.sources?.dane ? await this.#o.sources.dane(hop) : await lookupDane(this.#o.resolver, hop, hop.source === 'route' ? hop.port : 25);
     return planHop(evidence, { host: hop.host, addressesSecure: hop.addressesSecure, dane });
   }
 

@@ -19,6 +19,9 @@ export interface DaneHop {
   host: string;
   addressesSecure: boolean;
   canonicalHost?: string;
+  port?: number;
+  /** How the hop was found: MX hosts are SMTP on 25 whatever port a test rig dials (LACRE_SMTP_PORT). */
+  source?: 'mx' | 'implicit-mx' | 'route';
 }
 
 /** Where the evidence comes from, one method per source. */
@@ -70,7 +73,9 @@ export function buildPolicySources(s: PolicySourcesSettings): BuiltPolicySources
     sources: {
       staticPolicy: (domain) => staticPolicies.decide(domain),
       mtaSts: (domain) => mtaSts.lookup(domain),
-      dane: (hop) => lookupDane(s.resolver, hop),
+      // RFC 7672 §2.2.3: the TLSA name carries the port the service runs on. A route names its own
+      // port; an MX host is SMTP on 25 (the smtpPort setting only redirects test rigs).
+      dane: (hop) => lookupDane(s.resolver, hop, hop.source === 'route' && hop.port ? hop.port : 25),
     },
   };
 }

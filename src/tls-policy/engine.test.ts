@@ -121,6 +121,12 @@ test('MTA-STS: enforce skips MX hosts outside the patterns; testing and fetch fa
 
   const none = connect(planHop(domain({ sts: sts('none') }), hop()));
   assert.equal(none.report.type, 'no-policy-found');
+
+  // A cached policy kept after a failed refresh still rules (RFC 8461 §5.1), and the failure is reported.
+  const cached = sts('enforce');
+  if (cached.kind === 'policy') cached.refreshFailure = { failure: 'sts-webpki-invalid', detail: 'expired certificate' };
+  const kept = connect(planHop(domain({ sts: cached }), hop()));
+  assert.deepEqual([kept.level, kept.source, kept.knownFailure?.failure], ['verify', 'mta-sts:enforce', 'sts-webpki-invalid']);
 });
 
 test('TLS-Required: No sets policies aside only when the operator allows it', () => {

@@ -174,13 +174,26 @@ export function planHop(domain: DomainEvidence, hop: HopEvidence): HopPlan {
   }
 
   // 3. MTA-STS enforce (RFC 8461 §4.1, §5).
+  // RFC 8460 §4.3.2.3: a policy host that fails is reported, whether the domain fell back to no
+  // policy (RFC 8461 §5) or kept its cached one (§5.1): the domain's operators need to know.
   const knownStsFailure =
-    domain.sts.kind === 'failed' ? { failure: domain.sts.failure, detail: domain.sts.detail } : undefined;
+    domain.sts.kind === 'failed'
+      ? { failure: domain.sts.failure, detail: domain.sts.detail }
+      : domain.sts.kind === 'policy' && domain.sts.refreshFailure
+        ? { failure: domain.sts.refreshFailure.failure, detail: `cached policy kept: ${domain.sts.refreshFailure.detail}` }
+        : undefined;
   if (sts && sts.mode === 'enforce') {
     if (!stsMatch) {
       return { action: 'skip', failure: 'sts-mx-mismatch', detail: `${hop.host} matches none of the MTA-STS policy's mx patterns (${sts.mx.join(', ')})`, source: 'mta-sts:enforce', report, permanent: false };
     }
-    return { action: 'connect', level: 'verify', source: 'mta-sts:enforce', why: `MTA-STS policy ${sts.id} in enforce mode; MX matched`, report };
+    return {
+      action: 'connect',
+      level: 'verify',
+      source: 'mta-sts:enforce',
+      why: `MTA-STS policy ${sts.id} in enforce mode${domain.sts.kind === 'policy' && domain.sts.fromCache ? ' (cached)' : ''}; MX matched`,
+      report,
+      ...(knownStsFailure ? { knownFailure: knownStsFailure } : {}),
+    };
   }
 
   // 4–5. Static policy, else the default. MTA-STS `testing` rides along for the report.
