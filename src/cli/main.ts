@@ -16,6 +16,7 @@ import { registerDomainCommands } from './commands/domains.ts';
 import { registerKeyCommands } from './commands/keys.ts';
 import { registerPolicyCommands } from './commands/policy.ts';
 import { registerPolicyShow } from './commands/policy-show.ts';
+import { registerTlsRptCommands } from './commands/tlsrpt.ts';
 
 program
   .command('serve')
@@ -171,6 +172,7 @@ registerWebhookCommands(program);
 registerDomainCommands(program);
 registerKeyCommands(program);
 registerPolicyShow(registerPolicyCommands(program));
+registerTlsRptCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -149,6 +149,27 @@ export const configSchema = z
       })
       .strict()
       .default({ defaultPolicy: 'may', policies: {}, allowTlsRequiredNo: false, mtaSts: { port: 443, fetchTimeout: 60_000, refreshInterval: 3_600_000 } }),
+    tlsReporting: z
+      .object({
+        /**
+         * Count TLS sessions per recipient domain and send the daily RFC 8460 reports to domains
+         * that ask for them. `from` must then be an address under a verified sender domain.
+         */
+        enabled: booleanFlag().default(false),
+        /** RFC 8460 §4.4 organization-name; the host name when unset. */
+        organizationName: z.string().min(1).max(200).optional(),
+        /** The report mails' From and envelope sender. */
+        from: z.email({ error: 'expected an email address under a verified sender domain' }).optional(),
+        /** RFC 8460 §4.4 contact-info; `mailto:<from>` when unset. */
+        contact: z.string().min(1).max(320).optional(),
+        /** Whole POST to an https rua. */
+        httpsTimeout: duration('tlsReporting.httpsTimeout').default(30_000),
+      })
+      .strict()
+      .refine((t) => !t.enabled || t.from !== undefined, {
+        message: 'tlsReporting.from (LACRE_TLSRPT_FROM) is required when TLS reporting is enabled: an address under a verified sender domain',
+      })
+      .default({ enabled: false, httpsTimeout: 30_000 }),
     delivery: z
       .object({
         routes: keyValueSetting('delivery.routes', parseRoutes).default({}),

@@ -32,6 +32,10 @@ import { startSubmission, type SubmissionListeners } from '../intake/smtp-submis
 import { loadListenerCertificate } from '../intake/listener-cert.ts';
 import { buildPolicySources } from '../policy-lookup/sources.ts';
 import { tlsPolicyRoutes } from './routes/tls-policies.ts';
+import { TlsRptTable } from '../store/tlsrpt-table.ts';
+import { TlsReportCollector } from '../tls-reporting/collector.ts';
+import { TlsReporter } from '../tls-reporting/reporter.ts';
+import { vetWebhookUrl } from '../events/url-guard.ts';
 
 export interface RunningServer {
   httpUrl: string;
@@ -93,6 +97,8 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   await http.register(eventRoutes({ keys, store }));
   await http.register(webhookRoutes({ keys, webhooks: new Webhooks(store, { lookup: webhookLookup, allowLoopback: config.webhooks.allowLoopback }) }));
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  // RFC 8460: sessions are counted only when reporting is on, so nothing is kept that is never used.
+  const tlsRpt = config.tlsReporting.enabled ? tlsReportingFrom(config, { store, resolver, composer, ca, logger }) : null;
   const agent = new SmtpDeliveryAgent({
     resolver,
     routes: new Map(Object.entries(config.delivery.routes)),
@@ -101,6 +107,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     defaultPolicy: config.tls.defaultPolicy,
     sources: policy.sources,
     allowTlsRequiredNo: config.tls.allowTlsRequiredNo,
+    ...(tlsRpt ? { onTlsSession: (r: Parameters<TlsReportCollector['record']>[0]) => tlsRpt.collector.record(r) } : {}),
     ehloName: config.hostname,
     ca,
     timeouts: config.delivery.timeouts,
@@ -191,6 +198,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       .catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'MTA-STS refresh failed'));
   }, config.tls.mtaSts.refreshInterval);
   stsRefresh.unref();
+  tlsRpt?.reporter.start();
   state.ready = true;
   const address = http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;
@@ -237,12 +245,47 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
         await agent.close();
         // After the runner: its last verdicts may have added outbox rows; the rest wait in the outbox.
         await webhookDispatcher.stop(config.queue.shutdownGrace);
+        await tlsRpt?.reporter.stop();
+        await tlsRpt?.collector.close();
         await store.close();
         logger.info(result, 'stopped');
       })();
       return stopping;
     },
   };
+}
+
+function tlsReportingFrom(
+  config: Config,
+  deps: { store: Store; resolver: Resolver; composer: Composer; ca: string[]; logger: Logger },
+): { collector: TlsReportCollector; reporter: TlsReporter } {
+  const table = new TlsRptTable(deps.store.engine, deps.store.sealer);
+  const log = deps.logger.child({ component: 'tls-reporting' });
+  const collector = new TlsReportCollector({
+    table,
+    onError: (err) => log.warn({ err: { message: (err as Error).message } }, 'TLS-RPT counts kept for the next flush'),
+  });
+  const from = config.tlsReporting.from!;
+  const reporter = new TlsReporter({
+    table,
+    resolver: deps.resolver,
+    // Through compose like any mail: DKIM-signed (RFC 8460 §5.3.1) and queued durably.
+    submit: (m) => deps.composer.submit({ ...m, source: 'system', metadata: { kind: 'tlsrpt' } }),
+    organizationName: config.tlsReporting.organizationName ?? config.hostname,
+    submitter: config.hostname,
+    contact: config.tlsReporting.contact ?? `mailto:${from}`,
+    from,
+    ca: deps.ca,
+    // A domain's own DNS names the https rua: vet it as a webhook URL (no private addresses).
+    vetHttps: async (url) => {
+      const vetted = await vetWebhookUrl(url.href, { lookup: resolverLookup(deps.resolver), allowLoopback: config.webhooks.allowLoopback });
+      return { host: vetted.host, addresses: vetted.addresses };
+    },
+    httpsTimeoutMs: config.tlsReporting.httpsTimeout,
+    flush: () => collector.flush(),
+    logger: log,
+  });
+  return { collector, reporter };
 }
 
 function readFileCa(path: string): string {
