@@ -33,7 +33,9 @@ before(async () => {
   dns = await FakeDnsServer.start();
   dns.add('rcpt.test', { type: 'MX', preference: 10, exchange: 'mx.rcpt.test' });
   dns.add('mx.rcpt.test', { type: 'A', address: '127.0.0.1' });
-  resolver = new Resolver({ servers: [dns.address], timeoutMs: 1_000, tries: 1 });
+  // rcpt.test is DNSSEC-signed: REQUIRETLS needs an authenticated MX (RFC 8689 §4.2.1).
+  dns.secure('rcpt.test');
+  resolver = new Resolver({ servers: [dns.address], timeoutMs: 1_000, tries: 1, trustAd: true });
 });
 after(async () => {
   await dns.close();
