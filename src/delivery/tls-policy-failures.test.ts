@@ -350,3 +350,47 @@ test('TLS-Required: No is not honoured unless the operator allows it', async () 
   assert.equal(detail.policyEvidence.tlsRequiredNo, true);
   assert.equal(detail.policy.source, 'mta-sts:enforce');
 });
+
+test('TLS-Required: No, when the operator allows it, delivers despite MTA-STS enforce and is recorded', async () => {
+  await stsDomain('trn-allowed.test', 'enforce', ['mx.trn-allowed.test']);
+  dns.add('trn-allowed.test', { type: 'MX', preference: 10, exchange: 'mx.trn-allowed.test' });
+  const sink = await mx('mx.trn-allowed.test', { tls: 'none' });
+  const lenient = new SmtpDeliveryAgent({
+    resolver: new Resolver({ servers: [dns.address], timeoutMs: 500, tries: 1, trustAd: true }),
+    routes: new Map(),
+    smtpPort,
+    policies: new Map(),
+    defaultPolicy: 'may',
+    sources: sources.sources,
+    allowTlsRequiredNo: true,
+    ehloName: 'lacre.test',
+    ca: [ca.certPem],
+    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
+    destinationConcurrency: 1,
+    maxMessagesPerConnection: 1,
+    idleTimeoutMs: 100,
+    logger: silent,
+  });
+  try {
+    const content = message('lenient', 'TLS-Required: No\r\n');
+    const verdicts = await lenient.deliver(
+      {
+        messageId: 'm-trn',
+        domain: 'trn-allowed.test',
+        sender: 'app@sender.test',
+        requireTls: false,
+        recipients: [{ recipientId: 'r-trn', address: 'user@trn-allowed.test' } as never],
+        content: async () => content,
+      },
+      new AbortController().signal,
+    );
+    const verdict = verdicts.get('r-trn')!;
+    assert.equal(verdict.kind, 'delivered', verdict.reason ?? '');
+    const detail = verdict.detail as Record<string, any>;
+    assert.deepEqual([detail.policy.level, detail.policy.source], ['may', 'tls-required-no']);
+    assert.equal(detail.policyEvidence.tlsRequiredNo, true);
+    assert.equal(sink.sessions.flatMap((s) => s.transactions).length, 1);
+  } finally {
+    await lenient.close();
+  }
+});
