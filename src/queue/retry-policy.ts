@@ -19,8 +19,11 @@ export interface RetrySchedule {
  * - transient: try again later (4xx, connection or DNS failure, policy not met yet).
  * - permanent: the destination refused for good (5xx, null MX, NXDOMAIN): the recipient bounces.
  * - failed: Lacre itself will not deliver (suppressed address, unreadable message).
+ * - unknown: the message may or may not have arrived (the connection was lost after the final
+ *   dot, RFC 1047); deferred like a transient failure, but recorded as an unknown outcome so
+ *   nobody mistakes the retry for a first delivery.
  */
-export type VerdictKind = 'delivered' | 'transient' | 'permanent' | 'failed';
+export type VerdictKind = 'delivered' | 'transient' | 'permanent' | 'failed' | 'unknown';
 
 export interface Transition {
   state: RecipientState;
@@ -46,13 +49,15 @@ export function nextTransition(
       return { state: 'bounced', outcome: 'bounced', nextAttemptAt: attempt.now };
     case 'failed':
       return { state: 'failed', outcome: 'failed', nextAttemptAt: attempt.now };
-    case 'transient': {
+    case 'transient':
+    case 'unknown': {
+      const outcome = verdict === 'unknown' ? 'unknown' : 'deferred';
       if (attempt.now >= attempt.expiresAt) {
-        return { state: 'expired', outcome: 'deferred', nextAttemptAt: attempt.now };
+        return { state: 'expired', outcome, nextAttemptAt: attempt.now };
       }
       // The last retry lands on the expiry time itself rather than being skipped.
       const next = Math.min(attempt.now + backoffDelay(attempt.number, schedule), attempt.expiresAt);
-      return { state: 'deferred', outcome: 'deferred', nextAttemptAt: next };
+      return { state: 'deferred', outcome, nextAttemptAt: next };
     }
   }
 }

@@ -21,6 +21,11 @@ export interface DeliveryBatch {
   recipients: ClaimedRecipient[];
   /** The message bytes, opened from the store on demand. */
   content(): Promise<Buffer>;
+  /**
+   * False once the runner knows the batch's lease was lost or has run out. The agent asks right
+   * before DATA: a worker without the lease must not send, another worker owns the recipients.
+   */
+  leaseHeld(): boolean;
 }
 
 export interface RecipientVerdict {
@@ -34,6 +39,11 @@ export interface RecipientVerdict {
   hardBounce?: boolean;
   /** The host that gave the verdict, for the DSN's Remote-MTA. */
   remoteMta?: string;
+  /**
+   * No address of any next hop of the site could be reached or would greet: the input of the
+   * dead-site throttle (queue/site-throttle.ts). Not set for TLS, policy or reply failures.
+   */
+  siteDown?: boolean;
 }
 
 /** What a final failure sets off, committed with the verdict (implemented by the server's wiring). */
@@ -44,8 +54,19 @@ export interface FinalFailureHandler {
 
 /** Implemented by the delivery stage; the queue never depends on how mail travels. */
 export interface DeliveryAgent {
-  /** Returns a verdict for every recipient of the batch, keyed by recipient id. */
-  deliver(batch: DeliveryBatch, signal: AbortSignal): Promise<Map<string, RecipientVerdict>>;
+  /**
+   * Returns a verdict for every recipient of the batch, keyed by recipient id. When `settle` is
+   * given the agent calls it with the verdicts as soon as it has them and waits for it (the
+   * runner commits them durably) before it resets the connection and pools it, so a crash between
+   * the two can never leave a delivered message unrecorded while its connection carries the next.
+   */
+  deliver(batch: DeliveryBatch, signal: AbortSignal, settle?: (verdicts: Map<string, RecipientVerdict>) => Promise<void>): Promise<Map<string, RecipientVerdict>>;
+  /**
+   * The site (next-hop set: the MX hosts, or a static route) a domain's mail goes to, once the
+   * agent has learned it. Concurrency, fairness and the dead-site throttle are keyed by site, so
+   * a thousand domains hosted by one provider share one limit.
+   */
+  siteOf?(domain: string): string | undefined;
 }
 
 export interface RunnerOptions {

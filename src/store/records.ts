@@ -5,7 +5,8 @@ export const RECIPIENT_STATES = ['queued', 'deferred', 'delivered', 'bounced', '
 export type RecipientState = (typeof RECIPIENT_STATES)[number];
 export const FINAL_STATES: ReadonlySet<RecipientState> = new Set(['delivered', 'bounced', 'expired', 'failed']);
 
-export type AttemptOutcome = 'delivered' | 'deferred' | 'bounced' | 'failed' | 'abandoned' | 'released';
+/** `unknown`: the connection was lost after the final dot; the message may have arrived (RFC 1047). */
+export type AttemptOutcome = 'delivered' | 'deferred' | 'unknown' | 'bounced' | 'failed' | 'abandoned' | 'released';
 
 export interface NewMessage {
   id: string;
