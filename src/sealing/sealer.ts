@@ -1,7 +1,8 @@
 // Seals personal data and message content before it reaches any store engine (AES-256-GCM), and
 // computes keyed hashes (HMAC-SHA256) so lookups by address never need plaintext.
 // May import: ./keyring.ts and node built-ins.
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import type { Keyring, MasterKey } from './keyring.ts';
 
 // Layout of a sealed value: version (1) | key id (8) | IV (12) | ciphertext | GCM tag (16).
@@ -10,15 +11,19 @@ const ID_LEN = 8;
 const IV_LEN = 12;
 const TAG_LEN = 16;
 const HEADER_LEN = 1 + ID_LEN + IV_LEN;
+const VERSION_BYTE = Buffer.from([VERSION]);
 
 export class SealError extends Error {
   override name = 'SealError';
 }
 
+// Keys are held as KeyObjects, not Buffers: given a Buffer, createCipheriv and createHmac first
+// probe it as a KeyObject and as a CryptoKey, and each failed probe throws and catches an error
+// internally, which costs more than the AES-GCM or HMAC itself on values of a few KB (Node 24).
 export class Sealer {
   #keyring: Keyring;
-  #dataKeys = new Map<string, Buffer>();
-  #lookupKey: Buffer | null = null;
+  #dataKeys = new Map<string, KeyObject>();
+  #lookupKey: KeyObject | null = null;
 
   constructor(keyring: Keyring) {
     this.#keyring = keyring;
@@ -39,7 +44,7 @@ export class Sealer {
   seal(plaintext: Buffer | string, context: string): Buffer {
     const master = this.#keyring.current;
     const iv = randomBytes(IV_LEN);
-    const header = Buffer.concat([Buffer.from([VERSION]), master.id, iv]);
+    const header = Buffer.concat([VERSION_BYTE, master.id, iv]);
     const cipher = createCipheriv('aes-256-gcm', this.#dataKey(master), iv);
     cipher.setAAD(Buffer.concat([header, Buffer.from(context, 'utf8')]));
     const body = cipher.update(typeof plaintext === 'string' ? Buffer.from(plaintext, 'utf8') : plaintext);
@@ -59,7 +64,10 @@ export class Sealer {
     decipher.setAAD(Buffer.concat([header, Buffer.from(context, 'utf8')]));
     decipher.setAuthTag(value.subarray(value.length - TAG_LEN));
     try {
-      return Buffer.concat([decipher.update(value.subarray(HEADER_LEN, value.length - TAG_LEN)), decipher.final()]);
+      // GCM releases no bytes at final(), which only checks the tag: no second copy of the value.
+      const plaintext = decipher.update(value.subarray(HEADER_LEN, value.length - TAG_LEN));
+      decipher.final();
+      return plaintext;
     } catch {
       throw new SealError(`sealed value for ${context} failed authentication (tampered, or sealed for another place)`);
     }
@@ -87,7 +95,7 @@ export class Sealer {
    */
   setLookupKey(key: Buffer): void {
     if (key.length !== 32) throw new Error('lookup key must be 32 bytes');
-    this.#lookupKey = key;
+    this.#lookupKey = createSecretKey(key);
   }
 
   /** Keyed hash used for equality lookups; `kind` separates e.g. addresses from domains. */
@@ -109,11 +117,11 @@ export class Sealer {
     return this.addressHash(address).slice(0, 12);
   }
 
-  #dataKey(master: MasterKey): Buffer {
+  #dataKey(master: MasterKey): KeyObject {
     let key = this.#dataKeys.get(master.idHex);
     if (!key) {
       // Domain separation: the master key itself never encrypts data, so adding uses later is safe.
-      key = Buffer.from(hkdfSync('sha256', master.key, Buffer.alloc(0), 'lacre seal v1', 32));
+      key = createSecretKey(Buffer.from(hkdfSync('sha256', master.key, Buffer.alloc(0), 'lacre seal v1', 32)));
       this.#dataKeys.set(master.idHex, key);
     }
     return key;
