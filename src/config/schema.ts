@@ -174,7 +174,8 @@ export const configSchema = z
       .object({
         routes: keyValueSetting('delivery.routes', parseRoutes).default({}),
         smtpPort: port.default(25),
-        destinationConcurrency: z.coerce.number().int().min(1).max(100).default(5),
+        // Postfix default_destination_concurrency_limit; a site starts at 5 and gains one per delivery.
+        destinationConcurrency: z.coerce.number().int().min(1).max(100).default(20),
         maxMessagesPerConnection: z.coerce.number().int().min(1).max(10_000).default(100),
         idleTimeout: duration('delivery.idleTimeout').default(10_000),
         timeouts: z
@@ -193,7 +194,7 @@ export const configSchema = z
       .default({
         routes: {},
         smtpPort: 25,
-        destinationConcurrency: 5,
+        destinationConcurrency: 20,
         maxMessagesPerConnection: 100,
         idleTimeout: 10_000,
         timeouts: DEFAULT_TIMEOUTS,
@@ -280,8 +281,10 @@ export const configSchema = z
         maxBackoff: duration('queue.maxBackoff').default(4_000_000),
         maxAge: duration('queue.maxAge').default(5 * 86_400_000),
         lease: duration('queue.lease').default(300_000),
-        pollInterval: duration('queue.pollInterval').default(1_000),
-        concurrency: z.coerce.number().int().min(1).max(1000).default(20),
+        // A safety net only: intake, freed slots and due times wake the runner at once.
+        pollInterval: duration('queue.pollInterval').default(5_000),
+        // Batches in flight at once (Postfix default_process_limit).
+        concurrency: z.coerce.number().int().min(1).max(1000).default(100),
         shutdownGrace: duration('queue.shutdownGrace').default(10_000),
       })
       .strict()
@@ -290,8 +293,8 @@ export const configSchema = z
         maxBackoff: 4_000_000,
         maxAge: 5 * 86_400_000,
         lease: 300_000,
-        pollInterval: 1_000,
-        concurrency: 20,
+        pollInterval: 5_000,
+        concurrency: 100,
         shutdownGrace: 10_000,
       })
       .refine((q) => q.minBackoff <= q.maxBackoff, {

@@ -75,7 +75,7 @@ test('work held by a SIGKILLed worker is claimed again after its lease expires; 
     },
   };
   const runner = new QueueRunner({
-    store: data.store,
+    store: data.store.queue,
     agent,
     logger: createLogger({ level: 'silent' }),
     workerId: 'rescuer',

@@ -10,7 +10,7 @@ const quick: RetrySchedule = { minBackoffMs: 30, maxBackoffMs: 60, maxAgeMs: 400
 
 function runnerFor(data: TempData, agent: DeliveryAgent, schedule = quick): QueueRunner {
   return new QueueRunner({
-    store: data.store,
+    store: data.store.queue,
     agent,
     logger: createLogger({ level: 'silent' }),
     workerId: 'test-runner',
@@ -165,7 +165,7 @@ test('a hard bounce queues a DSN to the sender and suppresses the address; later
   const { BounceComposer } = await import('../compose/bounces.ts');
   const data = await openTempData({ schedule: { ...quick, maxAgeMs: 3_600_000 } });
   const runner = new QueueRunner({
-    store: data.store,
+    store: data.store.queue,
     agent: byLocalPart({
       gone: { kind: 'permanent', reason: '550 5.1.1 no such user', replyCode: 550, enhancedCode: '5.1.1', hardBounce: true, remoteMta: 'mx.a.test' },
       ok: { kind: 'delivered', reason: null, replyCode: 250 },
@@ -221,7 +221,7 @@ test('a bounce of a message with the null sender produces no DSN (never a bounce
   const { BounceComposer } = await import('../compose/bounces.ts');
   const data = await openTempData();
   const runner = new QueueRunner({
-    store: data.store,
+    store: data.store.queue,
     agent: byLocalPart({ gone: { kind: 'permanent', reason: '550 5.1.1 no such user', hardBounce: true } }),
     logger: createLogger({ level: 'silent' }),
     workerId: 'test-runner',

@@ -1,16 +1,21 @@
-// The queue runner: leases due recipients, hands them to a delivery agent in batches (one message,
-// one destination domain), records each verdict, and keeps its leases alive while it works. A
-// runner that dies simply stops renewing: its leases expire and another runner takes the work
+// The queue runner (like Postfix's qmgr): leases due recipients, hands them to a delivery agent in
+// batches (one message, one destination domain, at most 100 recipients), records each verdict, and
+// keeps its leases alive while it works. It is event-driven: a committed intake (nudge), a freed
+// slot and the next due time wake it; the poll interval is only a safety net. Slots are shared
+// fairly across *sites* (a destination's next-hop set, learnt from the agent): each claim takes
+// batches round-robin across the sites with room, a saturated site's work is left in the queue
+// for others to pass, and a dead site is suspended and probed (queue/site-throttle.ts).
+// A runner that dies simply stops renewing: its leases expire and another runner takes the work
 // over. Stopping gracefully lets in-flight batches finish within a grace period, then aborts the
 // rest and gives their leases back so nothing waits for a lease to expire.
-// May import: ../store (types), ./retry-policy, ../log (types).
+// May import: ./port, ./retry-policy, ./site-throttle, ./group-commit, ../store (types), ../log (types).
 import type { Logger } from '../log/logger.ts';
-import type { Store } from '../store/store.ts';
-import type { ClaimedRecipient, NewMessage } from '../store/records.ts';
-import type { AttemptEffects } from '../store/store.ts';
+import type { ClaimedRecipient, NewMessage, AttemptResult } from '../store/records.ts';
+import type { AttemptEffects, ClaimCandidate } from '../store/queue-table.ts';
 import { nextTransition, type RetrySchedule, type VerdictKind } from './retry-policy.ts';
 import { GroupCommit } from './group-commit.ts';
-import type { AttemptResult } from '../store/records.ts';
+import type { QueuePort } from './port.ts';
+import { admission, afterBatch, freshSite, startProbe, type BatchOutcome, type SiteState, type ThrottleSettings } from './site-throttle.ts';
 
 export interface DeliveryBatch {
   messageId: string;
@@ -70,27 +75,46 @@ export interface DeliveryAgent {
 }
 
 export interface RunnerOptions {
-  store: Store;
+  /** The queue's durable operations (store.queue). */
+  store: QueuePort;
   agent: DeliveryAgent;
   logger: Logger;
   workerId: string;
   leaseMs: number;
+  /** Safety net only: the runner wakes on intake, freed slots and due times without it. */
   pollIntervalMs: number;
+  /** Batches in flight at most (Postfix default_process_limit). */
   concurrency: number;
   /**
-   * Batches in flight to one destination domain at most. Work for a saturated destination is
-   * left in the queue rather than taking slots that other destinations could use.
+   * Batches in flight to one site at most (Postfix default_destination_concurrency_limit). A site
+   * starts at `initialSiteConcurrency` and gains one per delivery that reached it.
    */
   destinationConcurrency?: number;
+  initialSiteConcurrency?: number;
+  /** First suspension of a dead site; doubles per failed probe up to the schedule's maximum backoff. */
+  siteSuspendMs?: number;
   schedule: RetrySchedule;
   clock?: () => number;
   finalFailures?: FinalFailureHandler;
 }
 
+/** RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients per transaction. */
+export const MAX_BATCH_RECIPIENTS = 100;
+/** Due recipients one claim looks at; a claim that fills up is followed by another at once. */
+const CLAIM_WINDOW = 1_000;
+/** Claims in a row for one wake-up; the next freed slot or the poll goes on from there. */
+const MAX_CLAIMS_PER_WAKE = 8;
+/** A lease this close to its end counts as lost for starting DATA: the renewal may not come in time. */
+const LEASE_MARGIN_MS = 1_000;
+
 interface InFlight {
   batch: DeliveryBatch;
+  site: string;
   controller: AbortController;
   done: Promise<void>;
+  /** Lease end as this runner knows it (claim, then renewals). */
+  leaseUntil: number;
+  lost: boolean;
 }
 
 export class QueueRunner {
@@ -99,14 +123,30 @@ export class QueueRunner {
   #inFlight = new Set<InFlight>();
   #running = false;
   #timer: NodeJS.Timeout | null = null;
+  #timerAt = Infinity;
   #heartbeat: NodeJS.Timeout | null = null;
-  #polling: Promise<void> | null = null;
+  #pumping: Promise<void> | null = null;
+  #again = false;
   #commits: GroupCommit<{ result: AttemptResult; effects: AttemptEffects }, boolean>;
+  #throttle: ThrottleSettings;
+  #sites = new Map<string, SiteState>();
+  /** Domain hash → site, as learnt from the agent; unknown domains are their own site. */
+  #siteOfHash = new Map<string, string>();
+  /** Site → in-flight batch count. */
+  #busy = new Map<string, number>();
+  #rr = 0;
 
   constructor(options: RunnerOptions) {
     this.#o = options;
     this.#clock = options.clock ?? Date.now;
     this.#commits = new GroupCommit((items) => options.store.completeAttempts(items));
+    const limit = options.destinationConcurrency ?? options.concurrency;
+    this.#throttle = {
+      limit,
+      initial: Math.min(limit, options.initialSiteConcurrency ?? 5),
+      suspendMs: options.siteSuspendMs ?? Math.min(60_000, options.schedule.minBackoffMs),
+      maxSuspendMs: Math.max(options.siteSuspendMs ?? 0, options.schedule.maxBackoffMs),
+    };
   }
 
   get inFlightCount(): number {
@@ -118,18 +158,29 @@ export class QueueRunner {
     this.#running = true;
     // Renew well before expiry: a third of the lease leaves two chances to recover from a slow tick.
     this.#heartbeat = setInterval(() => void this.#renew(), Math.max(250, Math.floor(this.#o.leaseMs / 3)));
-    this.#schedulePoll(0);
+    this.nudge();
   }
 
-  /** Wakes the runner now (e.g. right after a message was queued). */
+  /** Wakes the runner now (after a message was committed, a slot freed). Calls coalesce. */
   nudge(): void {
-    if (this.#running && !this.#polling) this.#schedulePoll(0);
+    if (!this.#running) return;
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    this.#pumping = this.#pump().finally(() => {
+      this.#pumping = null;
+      if (this.#again && this.#running) {
+        this.#again = false;
+        this.nudge();
+      }
+    });
   }
 
   async stop(graceMs: number): Promise<{ finished: number; released: number }> {
     this.#running = false;
-    if (this.#timer) clearTimeout(this.#timer);
-    await this.#polling;
+    this.#clearTimer();
+    await this.#pumping;
     const pending = [...this.#inFlight];
     const allDone = Promise.all(pending.map((f) => f.done));
     const inTime = await Promise.race([allDone.then(() => true), delay(graceMs).then(() => false)]);
@@ -144,93 +195,216 @@ export class QueueRunner {
     return { finished: pending.length - this.#inFlight.size, released };
   }
 
-  #schedulePoll(ms: number): void {
+  // ---- waking --------------------------------------------------------------------------------
+
+  #clearTimer(): void {
     if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#polling = this.#poll().finally(() => {
-        this.#polling = null;
-        if (this.#running) this.#schedulePoll(this.#o.pollIntervalMs);
-      });
-    }, ms);
+    this.#timer = null;
+    this.#timerAt = Infinity;
   }
 
-  async #poll(): Promise<void> {
-    const free = this.#o.concurrency - this.#inFlight.size;
-    if (!this.#running || free <= 0) return;
-    let claimed: ClaimedRecipient[];
-    const perDomain = this.#o.destinationConcurrency;
-    const batches = new Map<string, Set<string>>();
-    for (const flight of this.#inFlight) {
-      const set = batches.get(flight.batch.recipients[0].domainHash) ?? new Set<string>();
-      set.add(`in-flight ${set.size}`);
-      batches.set(flight.batch.recipients[0].domainHash, set);
-    }
-    // A recipient joins a batch already picked for its message and domain, or opens a new one if
-    // its destination still has room.
-    const accept = perDomain
-      ? ({ domainHash, messageId }: { domainHash: string; messageId: string }) => {
-          const set = batches.get(domainHash) ?? new Set<string>();
-          batches.set(domainHash, set);
-          if (set.has(messageId)) return true;
-          if (set.size >= perDomain) return false;
-          set.add(messageId);
-          return true;
-        }
-      : undefined;
+  /** Sleeps until `at` at the latest (an earlier wake-up wins). */
+  #wakeAt(at: number): void {
+    if (!this.#running || at >= this.#timerAt) return;
+    this.#clearTimer();
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#timerAt = Infinity;
+      this.nudge();
+    }, Math.max(0, at - this.#clock()));
+  }
+
+  async #pump(): Promise<void> {
     try {
-      claimed = await this.#o.store.claimDue({
-        owner: this.#o.workerId,
-        now: this.#clock(),
-        leaseMs: this.#o.leaseMs,
-        limit: free,
-        accept,
-      });
+      for (let i = 0; i < MAX_CLAIMS_PER_WAKE && this.#running; i++) {
+        const free = this.#o.concurrency - this.#inFlight.size;
+        if (free <= 0) break;
+        const opened = await this.#claim(free);
+        // A full window may hide more work behind it: claim again; otherwise we are done for now.
+        if (opened.batches === 0 || !opened.more) break;
+      }
+      if (!this.#running) return;
+      const now = this.#clock();
+      // Safety net: catches work committed by other processes and leases of dead workers.
+      let at = now + this.#o.pollIntervalMs;
+      const due = await this.#o.store.nextDueAfter(now);
+      if (due !== null) at = Math.min(at, due);
+      for (const site of this.#sites.values()) if (site.status === 'suspended' && site.until > now) at = Math.min(at, site.until);
+      this.#wakeAt(at);
     } catch (err) {
       this.#o.logger.error({ err }, 'claiming due recipients failed');
-      return;
+      this.#wakeAt(this.#clock() + this.#o.pollIntervalMs);
     }
-    for (const batch of this.#batches(claimed)) this.#run(batch);
   }
 
-  #batches(claimed: ClaimedRecipient[]): DeliveryBatch[] {
-    const groups = new Map<string, ClaimedRecipient[]>();
-    for (const r of claimed) {
-      const key = `${r.messageId} ${r.domainHash}`;
-      const group = groups.get(key);
-      if (group) group.push(r);
-      else groups.set(key, [r]);
+  // ---- claiming ------------------------------------------------------------------------------
+
+  #siteKey(domainHash: string): string {
+    return this.#siteOfHash.get(domainHash) ?? `domain:${domainHash}`;
+  }
+
+  #site(key: string): SiteState {
+    let site = this.#sites.get(key);
+    if (!site) {
+      site = freshSite(this.#throttle);
+      this.#sites.set(key, site);
     }
+    return site;
+  }
+
+  /** One claim: batches round-robin across the sites that have room, up to `free`. */
+  async #claim(free: number): Promise<{ batches: number; more: boolean }> {
+    const now = this.#clock();
+    // Sites whose work stays in the queue for now: saturated, or waiting for their probe.
+    const exclude: string[] = [];
+    for (const [hash, key] of this.#siteOfHash) {
+      const site = startProbe(this.#site(key), now);
+      this.#sites.set(key, site);
+      if (admission(site, this.#busy.get(key) ?? 0, now).kind === 'wait') exclude.push(hash);
+    }
+    let looked = 0;
+    let picked: Array<{ site: string; deferReason: string | null; ids: string[] }> = [];
+    const claimed = await this.#o.store.claimDue({
+      owner: this.#o.workerId,
+      now,
+      leaseMs: this.#o.leaseMs,
+      limit: CLAIM_WINDOW,
+      exclude,
+      pick: (candidates) => {
+        looked = candidates.length;
+        picked = this.#pick(candidates, free, now);
+        return picked.flatMap((b) => b.ids);
+      },
+    });
+    const byId = new Map(claimed.map((r) => [r.recipientId, r]));
+    let batches = 0;
+    for (const planned of picked) {
+      const recipients = planned.ids.map((id) => byId.get(id)).filter((r): r is ClaimedRecipient => r !== undefined);
+      if (recipients.length === 0) continue;
+      batches++;
+      this.#learnSite(recipients[0]);
+      const batch = this.#batch(recipients);
+      if (planned.deferReason) this.#deferSuspended(batch, planned.site, planned.deferReason);
+      else this.#run(batch, planned.site);
+    }
+    return { batches, more: looked >= CLAIM_WINDOW };
+  }
+
+  /**
+   * Chooses batches from the due candidates: recipients of one message and domain go together (up
+   * to MAX_BATCH_RECIPIENTS), and sites take turns, one batch each per round, until the free slots
+   * or the sites' windows are used up. Suspended sites' batches are taken to be deferred at once.
+   */
+  #pick(candidates: ClaimCandidate[], free: number, now: number): Array<{ site: string; deferReason: string | null; ids: string[] }> {
+    // Per site, its candidate batches in due order.
+    const perSite = new Map<string, Map<string, string[]>>();
+    for (const c of candidates) {
+      const site = this.#siteKey(c.domainHash);
+      let batches = perSite.get(site);
+      if (!batches) perSite.set(site, (batches = new Map()));
+      const key = `${c.messageId} ${c.domainHash}`;
+      const ids = batches.get(key);
+      if (!ids) batches.set(key, [c.id]);
+      else if (ids.length < MAX_BATCH_RECIPIENTS) ids.push(c.id);
+    }
+    const sites = [...perSite.keys()];
+    // Rotate the starting site between claims, so no site is always first in line.
+    const offset = sites.length ? this.#rr++ % sites.length : 0;
+    const order = [...sites.slice(offset), ...sites.slice(0, offset)];
+    const queues = new Map(order.map((s) => [s, [...perSite.get(s)!.values()]]));
+    const room = new Map<string, number>();
+    const deferring = new Map<string, string>();
+    for (const s of order) {
+      const a = admission(this.#site(s), this.#busy.get(s) ?? 0, now);
+      if (a.kind === 'open') room.set(s, a.slots);
+      else if (a.kind === 'defer') {
+        deferring.set(s, a.reason);
+        room.set(s, Infinity);
+      } else room.set(s, 0);
+    }
+    const out: Array<{ site: string; deferReason: string | null; ids: string[] }> = [];
+    let slots = free;
+    for (let progress = true; progress && slots > 0; ) {
+      progress = false;
+      for (const s of order) {
+        if (slots <= 0) break;
+        const q = queues.get(s)!;
+        if (q.length === 0 || room.get(s)! <= 0) continue;
+        out.push({ site: s, deferReason: deferring.get(s) ?? null, ids: q.shift()! });
+        room.set(s, room.get(s)! - 1);
+        // Deferring a suspended site's batch costs no connection, and it takes no slot for long.
+        if (!deferring.has(s)) slots--;
+        progress = true;
+      }
+    }
+    return out;
+  }
+
+  #learnSite(r: ClaimedRecipient): void {
+    const site = this.#o.agent.siteOf?.(r.domain);
+    if (site) this.#siteOfHash.set(r.domainHash, site);
+  }
+
+  #batch(recipients: ClaimedRecipient[]): DeliveryBatch {
+    const first = recipients[0];
     const store = this.#o.store;
-    return [...groups.values()].map((recipients) => {
-      const first = recipients[0];
-      return {
-        messageId: first.messageId,
-        domain: first.domain,
-        sender: first.sender,
-        requireTls: first.requireTls,
-        recipients,
-        content: async () => {
-          const content = await store.messageContent(first.messageId);
-          if (!content) throw new Error(`message ${first.messageId} has no content`);
-          return content;
-        },
-      };
+    return {
+      messageId: first.messageId,
+      domain: first.domain,
+      sender: first.sender,
+      requireTls: first.requireTls,
+      recipients,
+      content: async () => {
+        const content = await store.messageContent(first.messageId);
+        if (!content) throw new Error(`message ${first.messageId} has no content`);
+        return content;
+      },
+      leaseHeld: () => true,
+    };
+  }
+
+  // ---- delivering ----------------------------------------------------------------------------
+
+  #run(batch: DeliveryBatch, site: string): void {
+    const controller = new AbortController();
+    const flight: InFlight = {
+      batch,
+      site,
+      controller,
+      done: Promise.resolve(),
+      leaseUntil: Math.min(...batch.recipients.map((r) => r.leaseExpiresAt)),
+      lost: false,
+    };
+    batch.leaseHeld = () => !flight.lost && this.#clock() < flight.leaseUntil - LEASE_MARGIN_MS;
+    this.#busy.set(site, (this.#busy.get(site) ?? 0) + 1);
+    this.#inFlight.add(flight);
+    flight.done = this.#deliver(flight).finally(() => {
+      this.#inFlight.delete(flight);
+      const n = (this.#busy.get(site) ?? 1) - 1;
+      if (n > 0) this.#busy.set(site, n);
+      else this.#busy.delete(site);
+      // A freed slot is a reason to look for work at once.
+      this.nudge();
     });
   }
 
-  #run(batch: DeliveryBatch): void {
-    const controller = new AbortController();
-    const flight: InFlight = { batch, controller, done: Promise.resolve() };
-    flight.done = this.#deliver(batch, controller.signal).finally(() => this.#inFlight.delete(flight));
-    this.#inFlight.add(flight);
-  }
-
-  async #deliver(batch: DeliveryBatch, signal: AbortSignal): Promise<void> {
+  async #deliver(flight: InFlight): Promise<void> {
+    const { batch, controller } = flight;
+    const signal = controller.signal;
     const log = this.#o.logger;
+    // The verdicts are recorded once: by the agent's call (before it pools the connection) or here.
+    const once: { settled: Promise<void> | null } = { settled: null };
+    const settle = (verdicts: Map<string, RecipientVerdict>) => (once.settled ??= this.#recordAll(batch, verdicts));
     let verdicts: Map<string, RecipientVerdict>;
     try {
-      verdicts = await this.#o.agent.deliver(batch, signal);
+      verdicts = await this.#o.agent.deliver(batch, signal, settle);
     } catch (err) {
+      if (once.settled) {
+        // Recorded already; the agent failed afterwards (returning the connection, say).
+        await once.settled.catch(() => {});
+        return;
+      }
       if (signal.aborted) {
         await this.#release(batch.recipients);
         return;
@@ -240,6 +414,24 @@ export class QueueRunner {
         batch.recipients.map((r) => [r.recipientId, { kind: 'transient', reason: `local error: ${(err as Error).message}` }]),
       );
     }
+    this.#learnSite(batch.recipients[0]);
+    const site = this.#siteKey(batch.recipients[0].domainHash);
+    this.#sites.set(site, afterBatch(this.#site(site), outcomeOf(verdicts), this.#clock(), this.#throttle));
+    await settle(verdicts);
+  }
+
+  /** A suspended site's batch: deferred with the site's failure, without a connection. */
+  #deferSuspended(batch: DeliveryBatch, site: string, reason: string): void {
+    const verdict: RecipientVerdict = { kind: 'transient', reason, enhancedCode: '4.4.1', detail: { domain: batch.domain, site, suspended: true } };
+    const flight: InFlight = { batch, site, controller: new AbortController(), done: Promise.resolve(), leaseUntil: Infinity, lost: false };
+    this.#inFlight.add(flight);
+    flight.done = this.#recordAll(batch, new Map(batch.recipients.map((r) => [r.recipientId, verdict]))).finally(() => {
+      this.#inFlight.delete(flight);
+      this.nudge();
+    });
+  }
+
+  async #recordAll(batch: DeliveryBatch, verdicts: Map<string, RecipientVerdict>): Promise<void> {
     await Promise.all(batch.recipients.map((recipient) => this.#record(batch, recipient, verdicts)));
   }
 
@@ -307,12 +499,17 @@ export class QueueRunner {
   }
 
   async #renew(): Promise<void> {
-    const tokens = [...this.#inFlight].flatMap((f) => f.batch.recipients.map((r) => r.attemptId));
+    const flights = [...this.#inFlight].filter((f) => !f.lost && f.leaseUntil !== Infinity);
+    const tokens = flights.flatMap((f) => f.batch.recipients.map((r) => r.attemptId));
     if (tokens.length === 0) return;
+    const until = this.#clock() + this.#o.leaseMs;
     try {
-      const held = new Set(await this.#o.store.renewLeases(this.#o.workerId, tokens, this.#clock() + this.#o.leaseMs));
-      for (const flight of this.#inFlight) {
-        if (flight.batch.recipients.some((r) => !held.has(r.attemptId))) {
+      const held = new Set(await this.#o.store.renewLeases(this.#o.workerId, tokens, until));
+      for (const flight of flights) {
+        if (flight.batch.recipients.every((r) => held.has(r.attemptId))) flight.leaseUntil = until;
+        else {
+          // The batch must not start DATA now (leaseHeld); what it already sent stands.
+          flight.lost = true;
           this.#o.logger.warn({ messageId: flight.batch.messageId }, 'a lease was lost while delivering');
         }
       }
@@ -320,6 +517,15 @@ export class QueueRunner {
       this.#o.logger.error({ err }, 'renewing leases failed');
     }
   }
+}
+
+/** What a batch's verdicts say about its site, for the dead-site throttle. */
+export function outcomeOf(verdicts: Map<string, RecipientVerdict>): BatchOutcome {
+  const all = [...verdicts.values()].filter((v): v is RecipientVerdict => v !== undefined);
+  const down = all.find((v) => v.siteDown);
+  if (down && all.every((v) => v.siteDown)) return { kind: 'down', reason: down.reason ?? 'the site could not be reached' };
+  if (all.some((v) => v.kind === 'delivered' || v.replyCode != null)) return { kind: 'reached' };
+  return { kind: 'none' };
 }
 
 function delay(ms: number): Promise<void> {

@@ -117,7 +117,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     logger: logger.child({ component: 'delivery' }),
   });
   const runner = new QueueRunner({
-    store,
+    store: store.queue,
     agent,
     logger: logger.child({ component: 'queue' }),
     workerId,

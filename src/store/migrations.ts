@@ -299,6 +299,16 @@ export const MIGRATIONS: Migration[] = [
        )`,
     ],
   },
+  {
+    version: 9,
+    name: 'pending-recipients-index',
+    statements: () => [
+      // The runner's claim walks pending recipients in due order, skipping saturated sites. A
+      // partial index over just the pending rows, ordered by due time, lets it read them in that
+      // order without sorting every queued row on each claim (a queue of 100,000 stays cheap).
+      `CREATE INDEX recipients_pending ON recipients (next_attempt_at, message_id, position) WHERE state IN ('queued', 'deferred')`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

@@ -1,7 +1,8 @@
 // The store: the only module that knows SQL. It owns the schema, seals personal data and content
-// on the way in (through the Sealer) and opens it on the way out, and implements the queue's
-// durable operations (enqueue, lease, complete, release) as single transactions.
-// May import: ../sealing, ./engine and its implementations.
+// on the way in (through the Sealer) and opens it on the way out. Each group of tables has its own
+// module (queue-table.ts for the queue's acceptance, leases and verdicts; domains, audit, API keys,
+// events, webhooks); this class opens the database and hands them out.
+// May import: ../sealing, ./engine and its implementations, its table modules.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +17,9 @@ import { ApiKeysTable } from './api-keys-table.ts';
 import { SendApiTable, allocatePublicIds } from './send-api-table.ts';
 import { EventsTable } from './events-table.ts';
 import { WebhooksTable } from './webhooks-table.ts';
+import { QueueTable, type AttemptEffects, type ClaimOptions } from './queue-table.ts';
+
+export type { AttemptEffects, ClaimOptions } from './queue-table.ts';
 import type {
   AttemptResult,
   AttemptView,
@@ -66,6 +70,7 @@ export class Store {
   readonly sendApi: SendApiTable;
   readonly events: EventsTable;
   readonly webhooks: WebhooksTable;
+  readonly queue: QueueTable;
 
   private constructor(engine: SqlEngine, sealer: Sealer) {
     this.engine = engine;
@@ -76,6 +81,7 @@ export class Store {
     this.sendApi = new SendApiTable(engine, sealer);
     this.events = new EventsTable(engine, sealer);
     this.webhooks = new WebhooksTable(engine, sealer);
+    this.queue = new QueueTable(engine, sealer, this.events);
   }
 
   /** Opens the embedded database in the data dir, applies migrations and loads the lookup key. */
@@ -112,232 +118,33 @@ export class Store {
     });
   }
 
-  // ---- queue ---------------------------------------------------------------------------------
+  // ---- queue (SQL in ./queue-table.ts) ----------------------------------------------------
 
   /** Commits a message, its content and its recipients in one durable transaction. */
-  async insertMessage(message: NewMessage): Promise<void> {
-    await this.engine.transaction((tx) => this.#insertMessage(tx, message));
+  insertMessage(message: NewMessage): Promise<void> {
+    return this.queue.insertMessage(message);
   }
 
-  async #insertMessage(tx: SqlExecutor, message: NewMessage): Promise<void> {
-    const s = this.sealer;
-    await tx.run(
-      `INSERT INTO messages (id, created_at, expires_at, source, sender_sealed, metadata_sealed, content_size, require_tls)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      [
-        message.id,
-        message.createdAt,
-        message.expiresAt,
-        message.source,
-        message.sender === null ? null : s.seal(message.sender, ctx('messages', 'sender_sealed')),
-        s.seal(JSON.stringify(message.metadata), ctx('messages', 'metadata_sealed')),
-        message.content.length,
-        message.requireTls ? 1 : 0,
-      ],
-    );
-    await tx.run('INSERT INTO message_contents (message_id, content_sealed) VALUES (?, ?)', [
-      message.id,
-      s.seal(message.content, ctx('message_contents', 'content_sealed')),
-    ]);
-    let position = 0;
-    // Every recipient gets its numeric MessageID (send API) in the same transaction.
-    const firstPublicId = await allocatePublicIds(tx, message.recipients.length);
-    for (const recipient of message.recipients) {
-      await tx.run(
-        `INSERT INTO recipients (id, message_id, position, address_sealed, address_hash, domain_hash, state,
-           next_attempt_at, updated_at, public_id)
-         VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`,
-        [
-          recipient.id,
-          message.id,
-          position,
-          s.seal(recipient.address, ctx('recipients', 'address_sealed')),
-          s.addressHash(recipient.address),
-          s.domainHash(domainOf(recipient.address)),
-          message.firstAttemptAt,
-          message.createdAt,
-          firstPublicId + position++,
-        ],
-      );
-    }
-    // Suppressed recipients get their `blocked` event with the message, or not at all.
-    await this.events.recordRefused(tx, message);
+  /** Leases due recipients (see QueueTable.claimDue). */
+  claimDue(options: ClaimOptions): Promise<ClaimedRecipient[]> {
+    return this.queue.claimDue(options);
   }
 
-  /**
-   * Leases up to `limit` due recipients to `owner` until `now + leaseMs`. A due recipient is
-   * queued or deferred, its next attempt time has come, and it has no live lease: an expired lease
-   * means its worker died, so its open attempt is closed as abandoned and the work is taken over.
-   */
-  async claimDue(options: {
-    owner: string;
-    now: number;
-    leaseMs: number;
-    limit: number;
-    /**
-     * Whether to take a due recipient, asked in due order; lets the caller skip destinations
-     * that already have all the connections they may have. Candidates looked at: 4 × limit.
-     */
-    accept?: (candidate: { domainHash: string; messageId: string }) => boolean;
-  }): Promise<ClaimedRecipient[]> {
-    const { owner, now, leaseMs, limit, accept } = options;
-    const rows = await this.engine.transaction(async (tx) => {
-      const candidates = await tx.all<{ id: string; lease_token: string | null; domain_hash: string; message_id: string }>(
-        `SELECT id, lease_token, domain_hash, message_id FROM recipients
-          WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
-            AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
-          ORDER BY next_attempt_at, message_id, position
-          LIMIT ? ${this.engine.claimLockClause}`,
-        [now, now, accept ? limit * 4 : limit],
-      );
-      const due = (accept ? candidates.filter((c) => accept({ domainHash: c.domain_hash, messageId: c.message_id })) : candidates).slice(
-        0,
-        limit,
-      );
-      const claimed = [];
-      for (const { id, lease_token: staleToken } of due) {
-        if (staleToken) {
-          await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'abandoned' WHERE id = ? AND ended_at IS NULL`, [
-            now,
-            staleToken,
-          ]);
-        }
-        const token = uuidv7(now);
-        await tx.run(
-          `UPDATE recipients SET lease_owner = ?, lease_token = ?, lease_expires_at = ?,
-                  attempt_count = attempt_count + 1, updated_at = ?
-            WHERE id = ?`,
-          [owner, token, now + leaseMs, now, id],
-        );
-        const recipient = await tx.get<{ message_id: string }>('SELECT message_id FROM recipients WHERE id = ?', [id]);
-        await tx.run('INSERT INTO attempts (id, recipient_id, message_id, worker, started_at) VALUES (?, ?, ?, ?, ?)', [
-          token,
-          id,
-          recipient!.message_id,
-          owner,
-          now,
-        ]);
-        claimed.push(id);
-      }
-      if (claimed.length === 0) return [];
-      return tx.all<ClaimRow>(
-        `SELECT r.id, r.message_id, r.address_sealed, r.domain_hash, r.lease_token, r.attempt_count, r.lease_expires_at,
-                m.sender_sealed, m.require_tls, m.created_at, m.expires_at
-           FROM recipients r JOIN messages m ON m.id = r.message_id
-          WHERE r.id IN (${claimed.map(() => '?').join(', ')})
-          ORDER BY r.message_id, r.position`,
-        claimed,
-      );
-    }, { durable: false });
-    return rows.map((row) => {
-      const address = this.sealer.openString(row.address_sealed, ctx('recipients', 'address_sealed'));
-      return {
-        recipientId: row.id,
-        messageId: row.message_id,
-        address,
-        domain: domainOf(address),
-        domainHash: row.domain_hash,
-        attemptId: row.lease_token,
-        attemptNumber: Number(row.attempt_count),
-        leaseExpiresAt: Number(row.lease_expires_at),
-        sender: row.sender_sealed ? this.sealer.openString(row.sender_sealed, ctx('messages', 'sender_sealed')) : null,
-        requireTls: Number(row.require_tls) === 1,
-        createdAt: Number(row.created_at),
-        expiresAt: Number(row.expires_at),
-      };
-    });
+  renewLeases(owner: string, attemptIds: string[], until: number): Promise<string[]> {
+    return this.queue.renewLeases(owner, attemptIds, until);
   }
 
-  /** Extends live leases held by `owner`; returns the attempt ids whose lease is still held. */
-  async renewLeases(owner: string, attemptIds: string[], until: number): Promise<string[]> {
-    if (attemptIds.length === 0) return [];
-    return this.engine.transaction(async (tx) => {
-      const held: string[] = [];
-      for (const token of attemptIds) {
-        const { changes } = await tx.run(
-          'UPDATE recipients SET lease_expires_at = ? WHERE lease_token = ? AND lease_owner = ?',
-          [until, token, owner],
-        );
-        if (changes === 1) held.push(token);
-      }
-      return held;
-    }, { durable: false });
-  }
-
-  /**
-   * Records the end of an attempt and the recipient's new state, only if the attempt still holds
-   * the recipient's lease (a fencing token): a worker that lost its lease cannot finalise a
-   * recipient that another worker has taken over. Returns false when the lease was lost.
-   */
   async completeAttempt(result: AttemptResult, effects: AttemptEffects = {}): Promise<boolean> {
-    const [kept] = await this.completeAttempts([{ result, effects }]);
+    const [kept] = await this.queue.completeAttempts([{ result, effects }]);
     return kept;
   }
 
-  /**
-   * Records several attempts in one durable transaction (group commit: one fsync for many
-   * verdicts). Each is fenced on its own; the returned flags say which were kept.
-   */
-  async completeAttempts(items: Array<{ result: AttemptResult; effects?: AttemptEffects }>): Promise<boolean[]> {
-    if (items.length === 0) return [];
-    return this.engine.transaction(async (tx) => {
-      const kept: boolean[] = [];
-      for (const { result, effects } of items) kept.push(await this.#completeAttempt(tx, result, effects ?? {}));
-      return kept;
-    });
-  }
-
-  async #completeAttempt(tx: SqlExecutor, result: AttemptResult, effects: AttemptEffects): Promise<boolean> {
-    const final = result.state !== 'queued' && result.state !== 'deferred';
-    const { changes } = await tx.run(
-      `UPDATE recipients
-          SET state = ?, next_attempt_at = ?, reason_sealed = ?, updated_at = ?, finalized_at = ?,
-              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-        WHERE id = ? AND lease_token = ? AND state IN ('queued', 'deferred')`,
-      [
-        result.state,
-        result.nextAttemptAt,
-        result.reason === null ? null : this.sealer.seal(result.reason, ctx('recipients', 'reason_sealed')),
-        result.endedAt,
-        final ? result.endedAt : null,
-        result.recipientId,
-        result.attemptId,
-      ],
-    );
-    if (changes !== 1) return false;
-    await tx.run(
-      `UPDATE attempts SET ended_at = ?, outcome = ?, reply_code = ?, enhanced_code = ?, detail_sealed = ? WHERE id = ?`,
-      [
-        result.endedAt,
-        result.outcome,
-        result.replyCode,
-        result.enhancedCode,
-        this.sealer.seal(JSON.stringify(result.detail), ctx('attempts', 'detail_sealed')),
-        result.attemptId,
-      ],
-    );
-    // In the same transaction as the verdict, so a crash can never record a bounce without
-    // its DSN, its suppression or its event (and the event's webhook outbox rows).
-    if (effects.suppress) await this.#suppress(tx, effects.suppress);
-    if (effects.enqueue) await this.#insertMessage(tx, effects.enqueue);
-    await this.events.recordVerdict(tx, result, effects);
-    return true;
-  }
-
-  async #suppress(tx: SqlExecutor, entry: { address: string; reason: string; messageId: string | null; at: number }) {
-    const hash = this.sealer.addressHash(entry.address);
-    const exists = await tx.get('SELECT address_hash FROM suppressions WHERE address_hash = ?', [hash]);
-    if (exists) return;
-    await tx.run('INSERT INTO suppressions (address_hash, reason_sealed, source_message_id, created_at) VALUES (?, ?, ?, ?)', [
-      hash,
-      this.sealer.seal(entry.reason, ctx('suppressions', 'reason_sealed')),
-      entry.messageId,
-      entry.at,
-    ]);
+  completeAttempts(items: Array<{ result: AttemptResult; effects?: AttemptEffects }>): Promise<boolean[]> {
+    return this.queue.completeAttempts(items);
   }
 
   async addSuppression(entry: { address: string; reason: string; messageId: string | null; at: number }): Promise<void> {
-    await this.engine.transaction((tx) => this.#suppress(tx, entry));
+    await this.engine.transaction((tx) => this.queue.suppressIn(tx, entry));
   }
 
   /** The suppression entries among these addresses, keyed by the address as given. */
@@ -381,33 +188,18 @@ export class Store {
         ],
       );
       if (changes === 0) return false;
-      if (entry.suppress) await this.#suppress(tx, { address: entry.address, reason: entry.reason, messageId: entry.messageId, at: entry.at });
+      if (entry.suppress) await this.queue.suppressIn(tx, { address: entry.address, reason: entry.reason, messageId: entry.messageId, at: entry.at });
       return true;
     });
   }
 
   /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */
-  async releaseLease(recipientId: string, attemptId: string, now: number): Promise<boolean> {
-    return this.engine.transaction(async (tx) => {
-      const { changes } = await tx.run(
-        `UPDATE recipients SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?,
-                attempt_count = attempt_count - 1
-          WHERE id = ? AND lease_token = ?`,
-        [now, recipientId, attemptId],
-      );
-      if (changes === 1) {
-        await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'released' WHERE id = ?`, [now, attemptId]);
-      }
-      return changes === 1;
-    }, { durable: false });
+  releaseLease(recipientId: string, attemptId: string, now: number): Promise<boolean> {
+    return this.queue.releaseLease(recipientId, attemptId, now);
   }
 
-  async messageContent(messageId: string): Promise<Buffer | null> {
-    const row = await this.engine.get<{ content_sealed: Uint8Array }>(
-      'SELECT content_sealed FROM message_contents WHERE message_id = ?',
-      [messageId],
-    );
-    return row ? this.sealer.open(row.content_sealed, ctx('message_contents', 'content_sealed')) : null;
+  messageContent(messageId: string): Promise<Buffer | null> {
+    return this.queue.messageContent(messageId);
   }
 
   async countByState(): Promise<Record<RecipientState, number>> {
@@ -420,13 +212,12 @@ export class Store {
   }
 
   /** When the next recipient becomes due (for an idle worker's sleep), or null if none waits. */
-  async nextDueAt(): Promise<number | null> {
-    const row = await this.engine.get<{ at: number | null }>(
-      `SELECT MIN(CASE WHEN lease_expires_at IS NULL OR lease_expires_at < next_attempt_at
-                       THEN next_attempt_at ELSE lease_expires_at END) AS at
-         FROM recipients WHERE state IN ('queued', 'deferred')`,
-    );
-    return row?.at == null ? null : Number(row.at);
+  nextDueAt(): Promise<number | null> {
+    return this.queue.nextDueAt();
+  }
+
+  nextDueAfter(now: number): Promise<number | null> {
+    return this.queue.nextDueAfter(now);
   }
 
   async getMessage(id: string): Promise<MessageView | null> {
@@ -526,27 +317,7 @@ export class Store {
   }
 }
 
-/** What else an attempt's verdict commits with it. */
-export interface AttemptEffects {
-  /** A message to queue (a DSN to the sender). */
-  enqueue?: NewMessage;
-  /** A hard bounce: refuse later sends to this address. */
-  suppress?: { address: string; reason: string; messageId: string | null; at: number };
-}
 
-interface ClaimRow {
-  id: string;
-  message_id: string;
-  address_sealed: Uint8Array;
-  domain_hash: string;
-  lease_token: string;
-  attempt_count: number;
-  lease_expires_at: number;
-  sender_sealed: Uint8Array | null;
-  require_tls: number;
-  created_at: number;
-  expires_at: number;
-}
 
 interface MessageRow {
   id: string;

@@ -1,0 +1,337 @@
+// The queue's tables (messages, message_contents, recipients, attempts, suppressions): the only SQL
+// for durable acceptance, leases and verdicts. Implements the port the queue runner depends on
+// (queue/port.ts). Personal data and content are sealed on the way in, opened on the way out.
+//   - Acceptance: a message, its content and its recipients in one durable transaction.
+//   - Leases: a claim takes due recipients with a lease token that is also the attempt's id; the
+//     token fences every later write, so a worker that lost its lease cannot record anything.
+//   - Verdicts: the recipient's new state, the attempt, and everything the verdict sets off (DSN,
+//     suppression, events and their webhook outbox rows) in one transaction.
+// Part of the store. May import: ../sealing, ./engine, ./ids, ./events-table, ./send-api-table.
+import type { Sealer } from '../sealing/sealer.ts';
+import { domainOf } from '../sealing/sealer.ts';
+import type { SqlEngine, SqlExecutor } from './engine.ts';
+import { uuidv7 } from './ids.ts';
+import type { EventsTable } from './events-table.ts';
+import { allocatePublicIds } from './send-api-table.ts';
+import type { AttemptResult, ClaimedRecipient, NewMessage } from './records.ts';
+
+const ctx = (table: string, column: string) => `${table}.${column}`;
+
+/** What else an attempt's verdict commits with it. */
+export interface AttemptEffects {
+  /** A message to queue (a DSN to the sender). */
+  enqueue?: NewMessage;
+  /** A hard bounce: refuse later sends to this address. */
+  suppress?: { address: string; reason: string; messageId: string | null; at: number };
+}
+
+/** A due recipient as the claim sees it before taking it: no personal data, only keys. */
+export interface ClaimCandidate {
+  id: string;
+  domainHash: string;
+  messageId: string;
+}
+
+export interface ClaimOptions {
+  owner: string;
+  now: number;
+  leaseMs: number;
+  /** Due recipients to look at, in due order. */
+  limit: number;
+  /** Destinations (domain hashes) to pass over: their sites are saturated or waiting for a probe. */
+  exclude?: string[];
+  /**
+   * Chooses, from the candidates in due order, the ids to lease (all of them when absent). Runs
+   * inside the claim's transaction: it must be quick and must not touch the store.
+   */
+  pick?: (candidates: ClaimCandidate[]) => string[];
+}
+
+export class QueueTable {
+  #engine: SqlEngine;
+  #sealer: Sealer;
+  #events: EventsTable;
+
+  constructor(engine: SqlEngine, sealer: Sealer, events: EventsTable) {
+    this.#engine = engine;
+    this.#sealer = sealer;
+    this.#events = events;
+  }
+
+  /** Commits a message, its content and its recipients in one durable transaction. */
+  async insertMessage(message: NewMessage): Promise<void> {
+    await this.#engine.transaction((tx) => this.insertMessageIn(tx, message));
+  }
+
+  async insertMessageIn(tx: SqlExecutor, message: NewMessage): Promise<void> {
+    const s = this.#sealer;
+    await tx.run(
+      `INSERT INTO messages (id, created_at, expires_at, source, sender_sealed, metadata_sealed, content_size, require_tls)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      [
+        message.id,
+        message.createdAt,
+        message.expiresAt,
+        message.source,
+        message.sender === null ? null : s.seal(message.sender, ctx('messages', 'sender_sealed')),
+        s.seal(JSON.stringify(message.metadata), ctx('messages', 'metadata_sealed')),
+        message.content.length,
+        message.requireTls ? 1 : 0,
+      ],
+    );
+    await tx.run('INSERT INTO message_contents (message_id, content_sealed) VALUES (?, ?)', [
+      message.id,
+      s.seal(message.content, ctx('message_contents', 'content_sealed')),
+    ]);
+    let position = 0;
+    // Every recipient gets its numeric MessageID (send API) in the same transaction.
+    const firstPublicId = await allocatePublicIds(tx, message.recipients.length);
+    for (const recipient of message.recipients) {
+      await tx.run(
+        `INSERT INTO recipients (id, message_id, position, address_sealed, address_hash, domain_hash, state,
+           next_attempt_at, updated_at, public_id)
+         VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`,
+        [
+          recipient.id,
+          message.id,
+          position,
+          s.seal(recipient.address, ctx('recipients', 'address_sealed')),
+          s.addressHash(recipient.address),
+          s.domainHash(domainOf(recipient.address)),
+          message.firstAttemptAt,
+          message.createdAt,
+          firstPublicId + position++,
+        ],
+      );
+    }
+    // Suppressed recipients get their `blocked` event with the message, or not at all.
+    await this.#events.recordRefused(tx, message);
+  }
+
+  /**
+   * Leases due recipients to `owner` until `now + leaseMs`. A due recipient is queued or
+   * deferred, its next attempt time has come, and it has no live lease: an expired lease means
+   * its worker died, so its open attempt is closed as abandoned and the work is taken over.
+   */
+  async claimDue(options: ClaimOptions): Promise<ClaimedRecipient[]> {
+    const { owner, now, leaseMs, limit, exclude = [], pick } = options;
+    const rows = await this.#engine.transaction(
+      async (tx) => {
+        // Same WHERE as the partial index recipients_pending, so due order comes without a sort.
+        const candidates = await tx.all<{ id: string; lease_token: string | null; domain_hash: string; message_id: string }>(
+          `SELECT id, lease_token, domain_hash, message_id FROM recipients
+            WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
+              AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
+              ${exclude.length ? `AND domain_hash NOT IN (${exclude.map(() => '?').join(', ')})` : ''}
+            ORDER BY next_attempt_at, message_id, position
+            LIMIT ? ${this.#engine.claimLockClause}`,
+          [now, now, ...exclude, limit],
+        );
+        if (candidates.length === 0) return [];
+        const wanted = pick
+          ? new Set(pick(candidates.map((c) => ({ id: c.id, domainHash: c.domain_hash, messageId: c.message_id }))))
+          : null;
+        const claimed: string[] = [];
+        for (const { id, lease_token: staleToken, message_id: messageId } of candidates) {
+          if (wanted && !wanted.has(id)) continue;
+          if (staleToken) {
+            await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'abandoned' WHERE id = ? AND ended_at IS NULL`, [now, staleToken]);
+          }
+          const token = uuidv7(now);
+          await tx.run(
+            `UPDATE recipients SET lease_owner = ?, lease_token = ?, lease_expires_at = ?,
+                    attempt_count = attempt_count + 1, updated_at = ?
+              WHERE id = ?`,
+            [owner, token, now + leaseMs, now, id],
+          );
+          await tx.run('INSERT INTO attempts (id, recipient_id, message_id, worker, started_at) VALUES (?, ?, ?, ?, ?)', [
+            token,
+            id,
+            messageId,
+            owner,
+            now,
+          ]);
+          claimed.push(id);
+        }
+        const out: ClaimRow[] = [];
+        // In slices, so the statement (and its cached plan) has one of a few shapes.
+        for (let i = 0; i < claimed.length; i += 100) {
+          const slice = claimed.slice(i, i + 100);
+          out.push(
+            ...(await tx.all<ClaimRow>(
+              `SELECT r.id, r.message_id, r.address_sealed, r.domain_hash, r.lease_token, r.attempt_count, r.lease_expires_at,
+                      m.sender_sealed, m.require_tls, m.created_at, m.expires_at
+                 FROM recipients r JOIN messages m ON m.id = r.message_id
+                WHERE r.id IN (${slice.map(() => '?').join(', ')})`,
+              slice,
+            )),
+          );
+        }
+        // Back in due order (which keeps each message's recipients in their positions).
+        const order = new Map(claimed.map((id, i) => [id, i]));
+        return out.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
+      },
+      { durable: false },
+    );
+    return rows.map((row) => {
+      const address = this.#sealer.openString(row.address_sealed, ctx('recipients', 'address_sealed'));
+      return {
+        recipientId: row.id,
+        messageId: row.message_id,
+        address,
+        domain: domainOf(address),
+        domainHash: row.domain_hash,
+        attemptId: row.lease_token,
+        attemptNumber: Number(row.attempt_count),
+        leaseExpiresAt: Number(row.lease_expires_at),
+        sender: row.sender_sealed ? this.#sealer.openString(row.sender_sealed, ctx('messages', 'sender_sealed')) : null,
+        requireTls: Number(row.require_tls) === 1,
+        createdAt: Number(row.created_at),
+        expiresAt: Number(row.expires_at),
+      };
+    });
+  }
+
+  /** Extends live leases held by `owner`; returns the attempt ids whose lease is still held. */
+  async renewLeases(owner: string, attemptIds: string[], until: number): Promise<string[]> {
+    if (attemptIds.length === 0) return [];
+    return this.#engine.transaction(
+      async (tx) => {
+        const held: string[] = [];
+        for (const token of attemptIds) {
+          const { changes } = await tx.run('UPDATE recipients SET lease_expires_at = ? WHERE lease_token = ? AND lease_owner = ?', [
+            until,
+            token,
+            owner,
+          ]);
+          if (changes === 1) held.push(token);
+        }
+        return held;
+      },
+      { durable: false },
+    );
+  }
+
+  /**
+   * Records several attempts in one durable transaction (group commit: one fsync for many
+   * verdicts). Each is fenced by its lease token on its own: a worker that lost its lease cannot
+   * finalise a recipient another worker has taken over. The returned flags say which were kept.
+   */
+  async completeAttempts(items: Array<{ result: AttemptResult; effects?: AttemptEffects }>): Promise<boolean[]> {
+    if (items.length === 0) return [];
+    return this.#engine.transaction(async (tx) => {
+      const kept: boolean[] = [];
+      for (const { result, effects } of items) kept.push(await this.#completeAttempt(tx, result, effects ?? {}));
+      return kept;
+    });
+  }
+
+  async #completeAttempt(tx: SqlExecutor, result: AttemptResult, effects: AttemptEffects): Promise<boolean> {
+    const final = result.state !== 'queued' && result.state !== 'deferred';
+    const { changes } = await tx.run(
+      `UPDATE recipients
+          SET state = ?, next_attempt_at = ?, reason_sealed = ?, updated_at = ?, finalized_at = ?,
+              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+        WHERE id = ? AND lease_token = ? AND state IN ('queued', 'deferred')`,
+      [
+        result.state,
+        result.nextAttemptAt,
+        result.reason === null ? null : this.#sealer.seal(result.reason, ctx('recipients', 'reason_sealed')),
+        result.endedAt,
+        final ? result.endedAt : null,
+        result.recipientId,
+        result.attemptId,
+      ],
+    );
+    if (changes !== 1) return false;
+    await tx.run(`UPDATE attempts SET ended_at = ?, outcome = ?, reply_code = ?, enhanced_code = ?, detail_sealed = ? WHERE id = ?`, [
+      result.endedAt,
+      result.outcome,
+      result.replyCode,
+      result.enhancedCode,
+      this.#sealer.seal(JSON.stringify(result.detail), ctx('attempts', 'detail_sealed')),
+      result.attemptId,
+    ]);
+    // In the same transaction as the verdict, so a crash can never record a bounce without
+    // its DSN, its suppression or its event (and the event's webhook outbox rows).
+    if (effects.suppress) await this.suppressIn(tx, effects.suppress);
+    if (effects.enqueue) await this.insertMessageIn(tx, effects.enqueue);
+    await this.#events.recordVerdict(tx, result, effects);
+    return true;
+  }
+
+  async suppressIn(tx: SqlExecutor, entry: { address: string; reason: string; messageId: string | null; at: number }): Promise<void> {
+    const hash = this.#sealer.addressHash(entry.address);
+    const exists = await tx.get('SELECT address_hash FROM suppressions WHERE address_hash = ?', [hash]);
+    if (exists) return;
+    await tx.run('INSERT INTO suppressions (address_hash, reason_sealed, source_message_id, created_at) VALUES (?, ?, ?, ?)', [
+      hash,
+      this.#sealer.seal(entry.reason, ctx('suppressions', 'reason_sealed')),
+      entry.messageId,
+      entry.at,
+    ]);
+  }
+
+  /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */
+  async releaseLease(recipientId: string, attemptId: string, now: number): Promise<boolean> {
+    return this.#engine.transaction(
+      async (tx) => {
+        const { changes } = await tx.run(
+          `UPDATE recipients SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?,
+                  attempt_count = attempt_count - 1
+            WHERE id = ? AND lease_token = ?`,
+          [now, recipientId, attemptId],
+        );
+        if (changes === 1) await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'released' WHERE id = ?`, [now, attemptId]);
+        return changes === 1;
+      },
+      { durable: false },
+    );
+  }
+
+  async messageContent(messageId: string): Promise<Buffer | null> {
+    const row = await this.#engine.get<{ content_sealed: Uint8Array }>('SELECT content_sealed FROM message_contents WHERE message_id = ?', [
+      messageId,
+    ]);
+    return row ? this.#sealer.open(row.content_sealed, ctx('message_contents', 'content_sealed')) : null;
+  }
+
+  /** When the next recipient becomes due (for an idle worker's sleep), or null if none waits. */
+  async nextDueAt(): Promise<number | null> {
+    const row = await this.#engine.get<{ at: number | null }>(
+      `SELECT MIN(CASE WHEN lease_expires_at IS NULL OR lease_expires_at < next_attempt_at
+                       THEN next_attempt_at ELSE lease_expires_at END) AS at
+         FROM recipients WHERE state IN ('queued', 'deferred')`,
+    );
+    return row?.at == null ? null : Number(row.at);
+  }
+
+  /**
+   * The first due time after `now` of a pending recipient no worker holds, or null: what an idle
+   * runner sleeps until. Reads the partial index from `now` on, so it stays cheap with a long
+   * queue. Expiring leases of dead workers are left to the runner's safety-net poll.
+   */
+  async nextDueAfter(now: number): Promise<number | null> {
+    const row = await this.#engine.get<{ at: number | null }>(
+      `SELECT next_attempt_at AS at FROM recipients
+        WHERE state IN ('queued', 'deferred') AND next_attempt_at > ? AND lease_expires_at IS NULL
+        ORDER BY next_attempt_at, message_id, position LIMIT 1`,
+      [now],
+    );
+    return row?.at == null ? null : Number(row.at);
+  }
+}
+
+interface ClaimRow {
+  id: string;
+  message_id: string;
+  address_sealed: Uint8Array;
+  domain_hash: string;
+  lease_token: string;
+  attempt_count: number;
+  lease_expires_at: number;
+  sender_sealed: Uint8Array | null;
+  require_tls: number;
+  created_at: number;
+  expires_at: number;
+}
