@@ -100,8 +100,12 @@ export interface RunnerOptions {
 
 /** RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients per transaction. */
 export const MAX_BATCH_RECIPIENTS = 100;
-/** Due recipients one claim looks at; a claim that fills up is followed by another at once. */
-const CLAIM_WINDOW = 1_000;
+/**
+ * Due recipients one claim looks at, for `free` slots: enough to fill them with several sites'
+ * batches, few enough that a slot freed at high rate costs a small read. A claim whose window
+ * fills up is followed by another at once.
+ */
+const claimWindow = (free: number) => Math.min(1_000, Math.max(100, free * 10));
 /** Claims in a row for one wake-up; the next freed slot or the poll goes on from there. */
 const MAX_CLAIMS_PER_WAKE = 8;
 /** A lease this close to its end counts as lost for starting DATA: the renewal may not come in time. */
@@ -263,13 +267,14 @@ export class QueueRunner {
       this.#sites.set(key, site);
       if (admission(site, this.#busy.get(key) ?? 0, now).kind === 'wait') exclude.push(hash);
     }
+    const window = claimWindow(free);
     let looked = 0;
     let picked: Array<{ site: string; deferReason: string | null; ids: string[] }> = [];
     const claimed = await this.#o.store.claimDue({
       owner: this.#o.workerId,
       now,
       leaseMs: this.#o.leaseMs,
-      limit: CLAIM_WINDOW,
+      limit: window,
       exclude,
       pick: (candidates) => {
         looked = candidates.length;
@@ -288,7 +293,7 @@ export class QueueRunner {
       if (planned.deferReason) this.#deferSuspended(batch, planned.site, planned.deferReason);
       else this.#run(batch, planned.site);
     }
-    return { batches, more: looked >= CLAIM_WINDOW };
+    return { batches, more: looked >= window };
   }
 
   /**

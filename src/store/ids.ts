@@ -8,8 +8,27 @@ import { randomBytes } from 'node:crypto';
 let lastMs = -1;
 let counter = 0;
 
+// Random bytes are drawn from a pool refilled 4 KiB at a time: one CSPRNG call per 256 ids instead
+// of one per id (every message makes a dozen ids: recipients, attempts, events, outbox rows).
+const POOL_SIZE = 4096;
+let pool = Buffer.alloc(0);
+let poolOffset = 0;
+
+function random16(): Buffer {
+  if (poolOffset + 16 > pool.length) {
+    pool = randomBytes(POOL_SIZE);
+    poolOffset = 0;
+  }
+  const out = Buffer.allocUnsafe(16);
+  pool.copy(out, 0, poolOffset, poolOffset + 16);
+  // Used bytes are wiped so the pool never hands out the same randomness twice.
+  pool.fill(0, poolOffset, poolOffset + 16);
+  poolOffset += 16;
+  return out;
+}
+
 export function uuidv7(now = Date.now()): string {
-  const bytes = randomBytes(16);
+  const bytes = random16();
   let ms = now;
   // Only a burst within the current millisecond counts up; a time given from the past (tests,
   // back-dated records) keeps its own timestamp.
