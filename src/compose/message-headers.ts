@@ -21,15 +21,21 @@ export class MessageFormatError extends Error {
 
 /** CRLF everywhere: bare LF and bare CR become CRLF (RFC 5322 §2.3 allows CR and LF only together). */
 export function normalizeLineEndings(message: Buffer): Buffer {
-  let bare = false;
-  for (let i = 0; i < message.length; i++) {
-    const c = message[i];
-    if (c === 0x0a && message[i - 1] !== 0x0d) bare = true;
-    else if (c === 0x0d && message[i + 1] !== 0x0a) bare = true;
-    if (bare) break;
-  }
-  if (!bare) return message;
+  if (!hasBareLineEnding(message)) return message;
   return Buffer.from(message.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n'), 'latin1');
+}
+
+// Line by line with indexOf (memchr) rather than byte by byte in JavaScript.
+function hasBareLineEnding(message: Buffer): boolean {
+  for (let start = 0; ; ) {
+    const lf = message.indexOf(0x0a, start);
+    const cr = message.indexOf(0x0d, start);
+    // A CR is allowed only right before the LF that ends its line.
+    if (cr >= 0 && (lf < 0 || cr < lf - 1)) return true;
+    if (lf < 0) return false;
+    if (message[lf - 1] !== 0x0d) return true;
+    start = lf + 1;
+  }
 }
 
 export function parseMessage(message: Buffer): ParsedMessage {

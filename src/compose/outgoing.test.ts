@@ -13,7 +13,7 @@ import { verifyWithDkimpy } from '../../test/harness/dkimpy.ts';
 import { createLogger } from '../log/logger.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { nodeStyleResolver } from '../dns/node-style.ts';
-import { SenderDomains } from '../domains/sender-domains.ts';
+import { SENDER_RECHECK_MS, SenderDomains } from '../domains/sender-domains.ts';
 import type { SenderSettings } from '../domains/dns-records.ts';
 import { QueueRunner } from '../queue/runner.ts';
 import { SmtpDeliveryAgent } from '../delivery/agent.ts';
@@ -267,6 +267,54 @@ test('a DKIM key rotation keeps every message verifiable: before, during and aft
       assert.deepEqual(await mailauthVerdicts(content), Object.fromEntries(selectors.map((s) => [s, 'pass'])));
       assert.deepEqual((await verifyWithDkimpy(content, all)).map((v) => [v.selector, v.ok]), selectors.map((s) => [s, true]));
     }
+  } finally {
+    await r.close();
+  }
+});
+
+test('a domain\'s keys are read and parsed once for many messages; a rotation by another process is used within the recheck interval', async () => {
+  const r = await rig();
+  try {
+    await verifiedDomain(r, 'cached.test');
+    const send = async () => {
+      const composed = await r.composer.compose({
+        content: message('From: news@cached.test\nSender: desk@cached.test\nTo: a@rcpt.test\nSubject: s'),
+        envelopeSender: 'bounce@cached.test',
+        recipients: ['a@rcpt.test'],
+        source: 'api',
+      });
+      return composed.selectors;
+    };
+    const before = r.domains.stats.keyParses;
+    // Concurrent messages share one read; From, Sender and the envelope sender one cache entry.
+    const first = await Promise.all(Array.from({ length: 20 }, send));
+    for (let i = 0; i < 20; i++) {
+      r.clock.now += 10;
+      assert.deepEqual(await send(), [`lacre-ed-${Y}a`, `lacre-rsa-${Y}a`]);
+    }
+    assert.deepEqual(new Set(first.map((s) => s.join())), new Set([`lacre-ed-${Y}a,lacre-rsa-${Y}a`]));
+    assert.equal(r.domains.stats.keyParses - before, 2, 'one parse per key (Ed25519 and RSA) for 40 messages');
+
+    // `lacre domains rotate-dkim` and `verify` run by the CLI: another process, another cache.
+    const cli = new SenderDomains({ store: r.data.store, resolver, settings, rotationGraceMs: 86_400_000, clock: () => r.clock.now });
+    const rotating = await cli.rotateDkim('cached.test', 'cli:test');
+    publishRecords(dns, rotating.records, (rec) => rec.purpose === 'dkim' && rec.keyState === 'pending');
+    assert.equal((await cli.verify('cached.test', { actor: 'cli:test' })).activated.length, 2);
+    r.clock.now += SENDER_RECHECK_MS;
+    assert.deepEqual(await send(), [`lacre-ed-${Y}b`, `lacre-rsa-${Y}b`]);
+    assert.deepEqual(await send(), [`lacre-ed-${Y}b`, `lacre-rsa-${Y}b`]);
+    assert.equal(r.domains.stats.keyParses - before, 4, 'the new pair parsed once');
+
+    // Through this process's own SenderDomains, the switch takes effect at once.
+    const again = await r.domains.rotateDkim('cached.test', 'cli:test');
+    publishRecords(dns, again.records, (rec) => rec.purpose === 'dkim' && rec.keyState === 'pending');
+    assert.equal((await r.domains.verify('cached.test', { actor: 'cli:test' })).activated.length, 2);
+    assert.deepEqual(await send(), [`lacre-ed-${Y}c`, `lacre-rsa-${Y}c`]);
+
+    // Removed by the CLI: refused once the interval has passed.
+    await cli.remove('cached.test', 'cli:test');
+    r.clock.now += SENDER_RECHECK_MS;
+    await assert.rejects(send(), (err: unknown) => err instanceof SenderRefused && err.reason === 'unregistered');
   } finally {
     await r.close();
   }

@@ -151,9 +151,9 @@ export class Composer {
       kept = [...kept, makeField('Message-ID', `<${messageId}@${signing.domain}>`)];
     }
     const unsigned = serializeMessage({ headers: kept, body: parsed.body });
-    const content = dkimSign(
+    const content = await dkimSign(
       unsigned,
-      signing.signingKeys.map((k) => ({ domain: signing.domain, selector: k.selector, algorithm: k.algorithm, privateKeyPem: k.privateKeyPem })),
+      signing.signingKeys.map((k) => ({ domain: signing.domain, selector: k.selector, algorithm: k.algorithm, privateKey: k.privateKey })),
       { signTime: new Date(now) },
     );
 

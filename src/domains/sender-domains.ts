@@ -5,8 +5,9 @@
 import { domainToASCII } from 'node:url';
 import { isIP } from 'node:net';
 import { createRequire } from 'node:module';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Store } from '../store/store.ts';
-import { DuplicateError, type DkimKeyRecord, type DomainRecord, type NewDkimKey, type SigningKey } from '../store/domains-table.ts';
+import { DuplicateError, type DkimAlgorithm, type DkimKeyRecord, type DomainRecord, type DomainStatus, type NewDkimKey } from '../store/domains-table.ts';
 import { uuidv7 } from '../store/ids.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import { nodeStyleResolver } from '../dns/node-style.ts';
@@ -55,9 +56,16 @@ export interface VerifyOutcome {
   activated: string[];
 }
 
+/** A key the domain signs with now, parsed once and kept while it stays the signing key. */
+export interface DomainSigningKey {
+  selector: string;
+  algorithm: DkimAlgorithm;
+  privateKey: KeyObject;
+}
+
 /** Why an address may not send. */
 export type SenderVerdict =
-  | { allowed: true; domain: string; signingKeys: SigningKey[] }
+  | { allowed: true; domain: string; signingKeys: DomainSigningKey[] }
   | { allowed: false; reason: 'unregistered' | 'unverified' | 'invalid'; domain: string; message: string };
 
 export interface SenderDomainsOptions {
@@ -66,6 +74,33 @@ export interface SenderDomainsOptions {
   settings: SenderSettings;
   rotationGraceMs: number;
   clock?: () => number;
+}
+
+/**
+ * How long what checkSender knows of a domain (registered, verified, which keys sign) is used
+ * without asking the store again. Writes made through this object take effect at once (they drop
+ * the domain from the cache); writes made by another process (`lacre domains rotate-dkim`,
+ * `verify`, `remove` from the CLI) are noticed within this time. Noticing costs one read of the
+ * domain's row and key states per domain and second; the private keys are only unsealed and
+ * parsed again when the set of active keys has changed.
+ */
+export const SENDER_RECHECK_MS = 1000;
+/** Domains (and unregistered names) remembered at most; the oldest go first. */
+const SENDER_CACHE_MAX = 10_000;
+
+/** What checkSender needs of one registered domain. */
+interface SenderState {
+  status: DomainStatus;
+  /** Ids of the active keys, in store order: when it changes, the keys are read again. */
+  activeKeys: string;
+  /** Loaded only while the domain is verified. */
+  signingKeys: DomainSigningKey[] | null;
+}
+
+interface SenderCacheEntry {
+  /** Null: no such domain is registered. */
+  state: SenderState | null;
+  checkedAt: number;
 }
 
 // RFC 1035 §2.3.1 / RFC 5890: letters, digits, hyphens; at least two labels.
@@ -91,6 +126,12 @@ export class SenderDomains {
   readonly #resolver: Resolver;
   readonly #graceMs: number;
   readonly #clock: () => number;
+  readonly #senders = new Map<string, SenderCacheEntry>();
+  readonly #loading = new Map<string, Promise<SenderState | null>>();
+  /** Bumped by every local write, so a read begun before it does not refill the cache after it. */
+  #generation = 0;
+  /** Counters for tests and metrics: how often a domain's signing keys were read, and parsed. */
+  readonly stats = { signingKeyLoads: 0, keyParses: 0 };
 
   constructor(options: SenderDomainsOptions) {
     this.#store = options.store;
@@ -109,6 +150,8 @@ export class SenderDomains {
     } catch (err) {
       if (err instanceof DuplicateError) throw new DomainError('exists', err.message);
       throw err;
+    } finally {
+      this.#forget(domain);
     }
     await this.#store.audit.append({
       actor,
@@ -130,7 +173,9 @@ export class SenderDomains {
 
   async remove(input: string, actor: string): Promise<void> {
     const domain = normalizeDomain(input);
-    if (!(await this.#store.domains.remove(domain))) throw new DomainError('unknown', `domain ${domain} is not registered`);
+    const removed = await this.#store.domains.remove(domain);
+    this.#forget(domain);
+    if (!removed) throw new DomainError('unknown', `domain ${domain} is not registered`);
     await this.#store.audit.append({ actor, action: 'domain.remove', subject: domain });
   }
 
@@ -148,6 +193,7 @@ export class SenderDomains {
         status: 'verified',
         verifiedBy: 'force',
       });
+      this.#forget(record.name);
       await this.#store.audit.append({
         actor: options.actor,
         action: 'domain.force-verify',
@@ -174,6 +220,7 @@ export class SenderDomains {
       await this.#store.domains.activateKeys(record.name, report.activate, now, now + this.#graceMs);
     }
     await this.#store.domains.retireDue(now);
+    this.#forget(record.name);
     await this.#store.audit.append({
       actor: options.actor,
       action: 'domain.verify',
@@ -195,6 +242,7 @@ export class SenderDomains {
     const existing = record.keys.map((k) => k.selector);
     const keys = this.#newKeyPair(record.name, now, existing, 'pending');
     await this.#store.domains.replacePending(record.name, keys);
+    this.#forget(record.name);
     await this.#store.audit.append({
       actor,
       action: 'domain.rotate-dkim',
@@ -237,9 +285,9 @@ export class SenderDomains {
     const labels = domain.split('.');
     for (let i = 0; i < labels.length - 1; i++) {
       const candidate = labels.slice(i).join('.');
-      const record = await this.#store.domains.get(candidate);
+      const record = await this.#senderState(candidate);
       if (!record) continue;
-      if (record.status !== 'verified') {
+      if (record.status !== 'verified' || record.signingKeys === null) {
         return {
           allowed: false,
           reason: 'unverified',
@@ -247,8 +295,7 @@ export class SenderDomains {
           message: `sender domain ${candidate} is registered but not verified: publish its DNS records and run \`lacre domains verify ${candidate}\``,
         };
       }
-      await this.#store.domains.retireDue(this.#clock());
-      return { allowed: true, domain: candidate, signingKeys: await this.#store.domains.signingKeys(candidate) };
+      return { allowed: true, domain: candidate, signingKeys: record.signingKeys };
     }
     return {
       allowed: false,
@@ -256,6 +303,70 @@ export class SenderDomains {
       domain,
       message: `sender domain ${domain} is not registered with Lacre: add it with \`lacre domains add ${domain}\` and verify it`,
     };
+  }
+
+  /** The domain as checkSender needs it, from the cache while it is fresh (SENDER_RECHECK_MS). */
+  #senderState(name: string): Promise<SenderState | null> {
+    const now = this.#clock();
+    const cached = this.#senders.get(name);
+    // A clock that went back (NTP) makes the entry stale rather than fresh for longer.
+    if (cached && now >= cached.checkedAt && now - cached.checkedAt < SENDER_RECHECK_MS) return Promise.resolve(cached.state);
+    // Concurrent messages from one domain share one read.
+    let loading = this.#loading.get(name);
+    if (!loading) {
+      const started = this.#loadSenderState(name, cached?.state ?? null, now);
+      loading = started.finally(() => {
+        if (this.#loading.get(name) === started) this.#loading.delete(name);
+      });
+      this.#loading.set(name, started);
+    }
+    return loading;
+  }
+
+  async #loadSenderState(name: string, previous: SenderState | null, now: number): Promise<SenderState | null> {
+    const generation = this.#generation;
+    const record = await this.#store.domains.get(name);
+    let state: SenderState | null = null;
+    if (record) {
+      // Read before the keys: if they change in between, the ids are the older ones and the
+      // next check reads the keys again.
+      const activeKeys = record.keys.filter((k) => k.state === 'active').map((k) => k.id).join(' ');
+      let signingKeys: DomainSigningKey[] | null = null;
+      if (record.status === 'verified') {
+        // Keys whose grace period ended are erased on the way (as often as this check runs).
+        await this.#store.domains.retireDue(now);
+        signingKeys = previous?.signingKeys && previous.activeKeys === activeKeys ? previous.signingKeys : await this.#readSigningKeys(name);
+      }
+      state = { status: record.status, activeKeys, signingKeys };
+    }
+    if (generation === this.#generation) {
+      this.#senders.delete(name);
+      this.#senders.set(name, { state, checkedAt: now });
+      if (this.#senders.size > SENDER_CACHE_MAX) this.#senders.delete(this.#senders.keys().next().value!);
+    }
+    return state;
+  }
+
+  async #readSigningKeys(name: string): Promise<DomainSigningKey[]> {
+    this.stats.signingKeyLoads++;
+    const stored = await this.#store.domains.signingKeys(name);
+    return stored.map((k) => {
+      this.stats.keyParses++;
+      let privateKey: KeyObject;
+      try {
+        privateKey = createPrivateKey(k.privateKeyPem);
+      } catch (err) {
+        throw new Error(`DKIM key ${k.selector}._domainkey.${name}: unreadable private key (${(err as Error).message})`);
+      }
+      return { selector: k.selector, algorithm: k.algorithm, privateKey };
+    });
+  }
+
+  /** After a write to the domain: the next checkSender reads it again. */
+  #forget(name: string): void {
+    this.#generation++;
+    this.#senders.delete(name);
+    this.#loading.delete(name);
   }
 
   async #check(domain: string, keys: DkimKeyRecord[], createdAt: number): Promise<VerificationReport> {
