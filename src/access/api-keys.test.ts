@@ -130,6 +130,35 @@ test('cached verifications expire, are bounded in number, and never accept a dif
   }
 });
 
+test('concurrent logins with one key share one scrypt; a wrong secret among them is refused and not remembered', async () => {
+  const data = await openTempData();
+  try {
+    const keys = new ApiKeys(data.store);
+    const key = await keys.create({ name: 'smtp relay', scopes: ['send'], actor: 'test' });
+    const wrong = 'f'.repeat(32);
+    const attempts = [...Array.from({ length: 20 }, () => key.secretKey), wrong, wrong, key.secretKey, wrong];
+    const results = await Promise.all(attempts.map((secret) => keys.authenticate(key.apiKey, secret)));
+    assert.deepEqual(
+      results.map((r) => r?.id ?? null),
+      attempts.map((secret) => (secret === key.secretKey ? key.apiKey : null)),
+    );
+    assert.equal(keys.stats.hashVerifications, 2, 'one scrypt for the right secret, one for the wrong one');
+
+    // Nothing of the refusal is kept: the wrong secret costs a scrypt again, the right one is cached.
+    assert.equal(await keys.authenticate(key.apiKey, wrong), null);
+    assert.equal(keys.stats.hashVerifications, 3);
+    assert.ok(await keys.authenticate(key.apiKey, key.secretKey));
+    assert.equal(keys.stats.hashVerifications, 3);
+
+    // Unknown keys share theirs too, per key and secret.
+    const unknown = await Promise.all(Array.from({ length: 5 }, () => keys.authenticate('0'.repeat(32), wrong)));
+    assert.deepEqual(unknown, [null, null, null, null, null]);
+    assert.equal(keys.stats.hashVerifications, 4);
+  } finally {
+    await data.close();
+  }
+});
+
 test('last use is recorded at most once a minute per key', async () => {
   const data = await openTempData();
   try {

@@ -59,6 +59,14 @@ interface CacheEntry {
   expiresAt: number;
 }
 
+/** A scrypt under way; requests with the same credentials wait for it instead of starting their own. */
+interface Flight {
+  /** SHA-256 of the secret being verified, compared in constant time like the cache's. */
+  digest: Buffer;
+  secretHash: string;
+  verified: Promise<boolean>;
+}
+
 let dummyHash: Promise<string> | undefined;
 
 export class ApiKeys {
@@ -68,6 +76,8 @@ export class ApiKeys {
   readonly #maxEntries: number;
   /** apiKey → recent successful verification; Map order is insertion order, oldest first. */
   readonly #cache = new Map<string, CacheEntry>();
+  /** apiKey → verifications running now (one per distinct secret tried). */
+  readonly #flights = new Map<string, Flight[]>();
   /** Counters for tests and metrics: how authentications were decided. */
   readonly stats = { hashVerifications: 0, cacheHits: 0 };
 
@@ -125,6 +135,9 @@ export class ApiKeys {
    * times do not reveal which keys exist. A verification is remembered for a minute (as a SHA-256
    * of the secret, compared in constant time) so busy clients do not pay a scrypt per request;
    * the key's row is read on every call, so disabling it anywhere takes effect at once.
+   * Concurrent calls with the same credentials (a client opening 20 SMTP connections at once)
+   * share one scrypt; a call with another secret never shares one, and an outcome is kept only
+   * while it is being computed, so a refusal is not remembered.
    */
   async authenticate(apiKey: string, secretKey: string): Promise<AuthenticatedKey | null> {
     // Malformed credentials are refused before any lookup: this says nothing about which keys exist.
@@ -133,12 +146,12 @@ export class ApiKeys {
     }
     const now = this.#now();
     const record = await this.#store.apiKeys.get(apiKey);
+    const digest = createHash('sha256').update(secretKey).digest();
     if (!record) {
-      this.stats.hashVerifications++;
-      await verifySecret(secretKey, await (dummyHash ??= hashSecret(randomBytes(16).toString('hex'))));
+      // Shared like a known key's, so concurrency does not tell known keys from unknown ones either.
+      await this.#verifyShared(apiKey, secretKey, digest, await (dummyHash ??= hashSecret(randomBytes(16).toString('hex'))));
       return null;
     }
-    const digest = createHash('sha256').update(secretKey).digest();
     const cached = this.#cache.get(apiKey);
     let verified: boolean;
     if (cached && cached.expiresAt > now && cached.secretHash === record.secretHash && timingSafeEqual(cached.digest, digest)) {
@@ -146,8 +159,7 @@ export class ApiKeys {
       verified = true;
     } else {
       if (cached && cached.expiresAt <= now) this.#cache.delete(apiKey);
-      this.stats.hashVerifications++;
-      verified = await verifySecret(secretKey, record.secretHash);
+      verified = await this.#verifyShared(apiKey, secretKey, digest, record.secretHash);
       if (verified && record.disabledAt === null) this.#remember(apiKey, { digest, secretHash: record.secretHash, expiresAt: now + this.#ttl });
     }
     if (!verified) return null;
@@ -163,6 +175,30 @@ export class ApiKeys {
       }
     }
     return { id: record.id, name: record.name, scopes: record.scopes.filter(isScope) };
+  }
+
+  /** verifySecret, joined with one already running for the same key, secret and stored hash. */
+  #verifyShared(apiKey: string, secretKey: string, digest: Buffer, secretHash: string): Promise<boolean> {
+    const flights = this.#flights.get(apiKey) ?? [];
+    let joined: Flight | undefined;
+    // Every flight is compared, so the time taken does not depend on which one matched.
+    for (const flight of flights) {
+      if (timingSafeEqual(flight.digest, digest) && flight.secretHash === secretHash) joined ??= flight;
+    }
+    if (joined) return joined.verified;
+    this.stats.hashVerifications++;
+    const flight: Flight = { digest, secretHash, verified: verifySecret(secretKey, secretHash) };
+    flights.push(flight);
+    this.#flights.set(apiKey, flights);
+    // verifySecret never rejects (a bad stored value is false), so the outcome is all there is.
+    void flight.verified.then(() => {
+      const list = this.#flights.get(apiKey);
+      if (!list) return;
+      const rest = list.filter((f) => f !== flight);
+      if (rest.length > 0) this.#flights.set(apiKey, rest);
+      else this.#flights.delete(apiKey);
+    });
+    return flight.verified;
   }
 
   #remember(apiKey: string, entry: CacheEntry): void {
