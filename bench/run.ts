@@ -1,156 +1,194 @@
-// `npm run bench`: end-to-end delivery throughput of `lacre serve` on loopback.
-// N messages (default 2000, ~3 KB, one destination) are accepted into the queue and delivered by a
-// real `lacre serve` process under the `encrypt` TLS policy to a harness TLS sink. Prints messages
-// per second end to end, p50/p99 time from accept to delivery, TLS handshakes made, and the
-// server's peak RSS. Usage: npm run bench [-- N]
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { TestCA } from '../test/harness/ca.ts';
-import { startSmtpSink } from '../test/harness/smtp-sink.ts';
-import { startServeProcess } from '../test/harness/serve-process.ts';
-import { openTempData, tempDir } from '../test/harness/temp-data.ts';
+// `npm run bench`: end-to-end measurements of a real `lacre serve` child on its DEFAULTS.
+// The bench sets only what any deployment must set to point at its world (data dir, routes to the
+// sink, TLS policy, CA file, host name, DNS server, submission certificate; ports are picked free);
+// no tuning variable. See bench/README.md for what each scenario measures.
+//
+//   npm run bench [-- --messages N] [--only http,smtp,intake,memory,flat] [--queued N]
+//                 [--flat 1000,10000] [--full] [--time-limit SECONDS] [--vs-postfix [--rounds R]]
+//
+// Prints a table per scenario and, last, one JSON line with every number.
+import { scrubLacreEnv, createWorld, TLS_POLICY, type World } from './lib/world.ts';
+import { clientPhase, drainPhase, memoryPhase, type MemoryResult, type PhaseResult } from './lib/phases.ts';
+import { TEXT_BYTES } from './lib/clients.ts';
+import { now, round } from './lib/util.ts';
+import { runVsPostfix } from './lib/vs-postfix.ts';
+import { printPhases } from './lib/report.ts';
 
-const N = Number(process.argv[2] ?? process.env.BENCH_MESSAGES ?? 2000);
-if (!Number.isInteger(N) || N < 1 || N > 1_000_000) {
-  console.error(`bench: message count must be an integer from 1 to 1000000, got ${process.argv[2]}`);
+const SCENARIOS = ['http', 'smtp', 'intake', 'memory', 'flat'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+interface Args {
+  messages: number;
+  only: Set<Scenario>;
+  queued: number;
+  flat: number[];
+  timeLimitMs: number;
+  vsPostfix: boolean;
+  vsPostfixInner: boolean;
+  rounds: number;
+}
+
+function usage(problem: string): never {
+  console.error(`bench: ${problem}
+usage: npm run bench -- [--messages N] [--only ${SCENARIOS.join('|')}[,...]] [--queued N] [--flat N,N,...] [--full]
+                        [--time-limit SECONDS] [--vs-postfix [--rounds R]]`);
   process.exit(2);
 }
-const DOMAIN = 'bench.test';
 
-function messageBytes(i: number): Buffer {
-  const filler = randomBytes(2200).toString('base64').replace(/(.{76})/g, '$1\r\n');
-  return Buffer.from(
-    [
-      `From: Bench <bench@sender.test>`,
-      `To: <rcpt${i}@${DOMAIN}>`,
-      `Subject: benchmark message ${i}`,
-      `Message-ID: <bench-${i}@sender.test>`,
-      `X-Bench-Id: ${i}`,
-      'MIME-Version: 1.0',
-      'Content-Type: text/plain; charset=us-ascii',
-      '',
-      filler,
-      '',
-    ].join('\r\n'),
-  );
+function intArg(name: string, value: string | undefined, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) usage(`${name} needs an integer from ${min} to ${max}, got ${value}`);
+  return n;
 }
 
-/** User + system CPU seconds of a process so far, from /proc (Linux). */
-function cpuSeconds(pid: number): number | null {
+function parseArgs(argv: string[]): Args {
+  const args: Args = {
+    messages: 2000,
+    only: new Set(SCENARIOS),
+    queued: 100_000,
+    flat: [1_000, 10_000],
+    timeLimitMs: 180_000,
+    vsPostfix: false,
+    vsPostfixInner: false,
+    rounds: 3,
+  };
+  let full = false;
+  let flatGiven = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) usage(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--messages' || a === '-n') args.messages = intArg(a, value(), 1, 1_000_000);
+    else if (/^\d+$/.test(a)) args.messages = intArg('message count', a, 1, 1_000_000);
+    else if (a === '--only') {
+      const names = value().split(',').map((s) => s.trim()).filter(Boolean);
+      for (const n of names) if (!(SCENARIOS as readonly string[]).includes(n)) usage(`unknown scenario "${n}"`);
+      args.only = new Set(names as Scenario[]);
+    } else if (a === '--queued') args.queued = intArg(a, value(), 1, 1_000_000);
+    else if (a === '--flat') {
+      args.flat = value().split(',').map((s) => intArg('--flat', s.trim(), 1, 1_000_000));
+      flatGiven = true;
+    } else if (a === '--full') full = true;
+    else if (a === '--time-limit') args.timeLimitMs = intArg(a, value(), 5, 3_600) * 1000;
+    else if (a === '--vs-postfix') args.vsPostfix = true;
+    else if (a === '--vs-postfix-inner') args.vsPostfixInner = true;
+    else if (a === '--rounds') args.rounds = intArg(a, value(), 1, 20);
+    else if (a === '--help' || a === '-h') usage('help');
+    else usage(`unknown argument "${a}"`);
+  }
+  if (full && !flatGiven) args.flat = [1_000, 10_000, 50_000];
+  return args;
+}
+
+const args = parseArgs(process.argv.slice(2));
+const scrubbed = scrubLacreEnv();
+const log = (line: string) => console.log(line);
+
+if (args.vsPostfix || args.vsPostfixInner) {
+  process.exitCode = await runVsPostfix({ messages: args.messages, rounds: args.rounds, timeLimitMs: args.timeLimitMs, inner: args.vsPostfixInner, log });
+} else {
+  process.exitCode = await runLacreBench();
+}
+
+async function runLacreBench(): Promise<number> {
+  const startedAt = now();
+  log(`Lacre bench: server on its defaults (no tuning variable set${scrubbed.length ? `; removed from the environment: ${scrubbed.join(', ')}` : ''}), log level info (the default)`);
+  log(`  ${args.messages} messages of ~${TEXT_BYTES} B text per scenario, one recipient each, TLS policy ${TLS_POLICY} to the sink (test CA), time limit ${args.timeLimitMs / 1000} s per phase`);
+  const world: World = await createWorld();
+  const results: Record<string, unknown> = {};
+  const table: PhaseResult[] = [];
+  const tl = args.timeLimitMs;
+  const phase = async (name: string, p: Promise<PhaseResult>) => {
+    log(`running ${name} ...`);
+    const r = await p;
+    table.push(r);
+    results[name] = r;
+    log(`  ${name}: ${r.delivered ? `${r.delivered} delivered, ${r.deliveredPerSec} msg/s` : `${r.accepted} accepted, ${r.acceptPerSec} msg/s`}${r.timedOut ? ' (TIMED OUT)' : ''}`);
+    return r;
+  };
+  /** Half the measured rate, for about 15 s (at least 20 messages, at most the run's count). */
+  const halfRate = (r: PhaseResult) => {
+    if (!r.deliveredPerSec) return null;
+    const pace = r.deliveredPerSec / 2;
+    const count = Math.max(20, Math.min(args.messages, Math.round(pace * 15)));
+    return { pace, count, limit: Math.min(tl, Math.round((count / pace) * 1000) + 30_000) };
+  };
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return Math.round(((Number(fields[11]) + Number(fields[12])) / 100) * 10) / 10;
-  } catch {
-    return null;
+    for (const via of ['http', 'smtp'] as const) {
+      if (!args.only.has(via)) continue;
+      const what = via === 'http' ? 'HTTP /v3.1/send, 50 per request, 4 in flight' : 'SMTP submission, 20 sessions, STARTTLS + AUTH PLAIN';
+      const r = await phase(`${via}`, clientPhase(world, { label: `${via}: ${what}`, via, count: args.messages, destination: 'sink', timeLimitMs: tl }));
+      const half = halfRate(r);
+      if (half) {
+        await phase(
+          `${via}Latency`,
+          clientPhase(world, { label: `${via}: latency at half rate (${round(half.pace, 1)} msg/s)`, via, count: half.count, destination: 'sink', timeLimitMs: half.limit, rate: half.pace }),
+        );
+      }
+    }
+    if (args.only.has('intake')) {
+      await phase(
+        'intake',
+        clientPhase(world, { label: 'intake alone: HTTP to a deferring destination (closed port)', via: 'http', count: args.messages, destination: 'defer', timeLimitMs: tl }),
+      );
+    }
+    let memory: MemoryResult | null = null;
+    if (args.only.has('memory')) {
+      log(`running memory (${args.queued} queued) ...`);
+      memory = await memoryPhase(world, args.queued, 20_000, Math.max(tl, 600_000), log);
+      results.memory = memory;
+    }
+    const flat: PhaseResult[] = [];
+    if (args.only.has('flat')) {
+      for (const n of args.flat) {
+        log(`running flat ${n} ...`);
+        const r = await drainPhase(world, `flatness: ${n} queued first (unsigned), then delivered`, n, Math.max(tl, 300_000), log);
+        flat.push(r);
+        log(`  flat ${n}: ${r.delivered} delivered, ${r.deliveredPerSec} msg/s${r.timedOut ? ' (TIMED OUT)' : ''}`);
+      }
+      const base = flat[0]?.deliveredPerSec;
+      results.flat = {
+        runs: flat,
+        ratios: flat.map((r) => ({ messages: r.messages, vsFirst: base && r.deliveredPerSec ? round(r.deliveredPerSec / base, 2) : null })),
+      };
+    }
+
+    log('');
+    printPhases(log, [...table, ...flat]);
+    if (memory) {
+      log('');
+      log(
+        `queue memory: ${memory.queued} messages queued (committed in ${memory.fillSeconds} s), server worked ${memory.workSeconds} s: ` +
+          `RSS at ready ${memory.rssAtReadyMiB} MiB, now ${memory.rssAtEndMiB} MiB, peak (VmHWM) ${memory.peakRssMiB} MiB — target < ${memory.targetMiB} MiB: ` +
+          `${memory.peakRssMiB !== null && memory.peakRssMiB < memory.targetMiB ? 'met' : 'NOT met'}${memory.timedOut ? ' (queue fill cut short by the time limit)' : ''}`,
+      );
+    }
+    if (flat.length > 1) {
+      const base = flat[0].deliveredPerSec;
+      log(`flatness: ${flat.map((r) => `${r.messages}: ${r.deliveredPerSec} msg/s${base && r.deliveredPerSec ? ` (${round(r.deliveredPerSec / base, 2)}x)` : ''}`).join(', ')}`);
+    }
+    for (const name of ['httpLatency', 'smtpLatency']) {
+      const r = results[name] as PhaseResult | undefined;
+      if (r) log(`${name}: p99 ${r.p99Ms} ms at ${r.pace} msg/s — target < 250 ms: ${r.p99Ms !== null && r.p99Ms < 250 ? 'met' : 'NOT met'}`);
+    }
+    log(`total ${round((now() - startedAt) / 1000, 1)} s`);
+    console.log(
+      JSON.stringify({
+        bench: 'lacre',
+        defaults: true,
+        tlsPolicy: TLS_POLICY,
+        logLevel: 'info',
+        messages: args.messages,
+        textBytes: TEXT_BYTES,
+        ...results,
+      }),
+    );
+    // Timeouts are results (the table says so); refused messages or nothing measured are failures.
+    const problems = table.some((r) => r.failed > 0 || (r.delivered === 0 && r.accepted === 0)) || flat.some((r) => r.delivered === 0);
+    return problems ? 1 : 0;
+  } finally {
+    await world.close();
   }
 }
-
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-
-const ca = await TestCA.create();
-const cert = await ca.issue({ names: ['127.0.0.1', 'mx.bench.test'] });
-const messages = Array.from({ length: N }, (_, i) => messageBytes(i));
-
-interface PhaseResult {
-  seconds: number;
-  perSecond: number;
-  enqueuePerSecond: number | null;
-  p50Ms: number | null;
-  p99Ms: number | null;
-  smtpSessions: number;
-  tlsHandshakes: number;
-  tlsProtocols: string;
-  serverPeakRssMiB: number | null;
-  serverCpuSeconds: number | null;
-}
-
-/**
- * live: the server runs while this process queues the messages (accept-to-delivery latency).
- * drain: the queue is filled first, then the server starts (delivery throughput on its own).
- */
-async function phase(mode: 'live' | 'drain'): Promise<PhaseResult> {
-  const sink = await startSmtpSink({ tls: 'starttls', cert, hostname: 'mx.bench.test' });
-  const dataDir = tempDir('lacre-bench-');
-  const env = {
-    LACRE_DATA_DIR: dataDir,
-    LACRE_LOG_LEVEL: 'warn',
-    LACRE_ROUTES: `${DOMAIN}=127.0.0.1:${sink.port}`,
-    LACRE_TLS_POLICIES: `${DOMAIN}=encrypt`,
-    LACRE_CA_FILE: await ca.writeCaFile(dataDir),
-    LACRE_HOSTNAME: 'bench.lacre.test',
-    // Work is queued by this process, so the server finds it by polling; intake in the server
-    // itself (the HTTP API, SMTP submission) wakes the runner at once instead.
-    LACRE_QUEUE_POLL_INTERVAL: '20ms',
-    LACRE_QUEUE_CONCURRENCY: '64',
-    LACRE_DELIVERY_DESTINATION_CONCURRENCY: '16',
-    LACRE_DELIVERY_MAX_MESSAGES_PER_CONNECTION: '1000',
-  };
-  const acceptedAt = new Map<string, number>();
-  const deliveredAt = new Map<string, number>();
-  let seen = 0;
-  const stamp = () => {
-    const received = sink.messages();
-    const now = performance.timeOrigin + performance.now();
-    for (; seen < received.length; seen++) {
-      const id = /X-Bench-Id: (\d+)/.exec(received[seen].data.toString('latin1'))?.[1];
-      if (id && !deliveredAt.has(id)) deliveredAt.set(id, now);
-    }
-    return deliveredAt.size >= N;
-  };
-  const data = await openTempData({ dataDir });
-  const enqueueAll = async () => {
-    const started = performance.now();
-    for (let i = 0; i < N; i++) {
-      await data.queue.enqueue({ sender: 'bounces@sender.test', recipients: [`rcpt${i}@${DOMAIN}`], content: messages[i], source: 'api' });
-      acceptedAt.set(String(i), performance.timeOrigin + performance.now());
-    }
-    return Math.round(N / ((performance.now() - started) / 1000));
-  };
-  let enqueuePerSecond: number | null = null;
-  if (mode === 'drain') await enqueueAll();
-  const server = await startServeProcess(env);
-  const startedAt = performance.timeOrigin + performance.now();
-  const delivered = sink.waitFor(stamp, 15 * 60_000, `${N} deliveries`);
-  if (mode === 'live') enqueuePerSecond = await enqueueAll();
-  await delivered;
-  const peakRss = server.peakRss();
-  const serverCpuSeconds = cpuSeconds(server.pid);
-  await server.stop();
-  await data.close();
-  await sink.close();
-  const lastDelivery = Math.max(...deliveredAt.values());
-  const begin = mode === 'live' ? Math.min(...acceptedAt.values()) : startedAt;
-  const latencies = mode === 'live' ? [...deliveredAt].map(([id, t]) => t - acceptedAt.get(id)!).sort((a, b) => a - b) : [];
-  return {
-    seconds: Math.round((lastDelivery - begin) / 10) / 100,
-    perSecond: Math.round(N / ((lastDelivery - begin) / 1000)),
-    enqueuePerSecond,
-    p50Ms: latencies.length ? Math.round(percentile(latencies, 50)) : null,
-    p99Ms: latencies.length ? Math.round(percentile(latencies, 99)) : null,
-    smtpSessions: sink.sessions.length,
-    tlsHandshakes: sink.sessions.filter((s) => s.tls).length,
-    tlsProtocols: [...new Set(sink.sessions.map((s) => s.tlsProtocol))].join(','),
-    serverPeakRssMiB: peakRss === null ? null : Math.round(peakRss / 1048576),
-    serverCpuSeconds,
-  };
-}
-
-const live = await phase('live');
-const drain = await phase('drain');
-const result = { messages: N, messageBytes: messages[0].length, live, drain };
-console.log(
-  [
-    `messages            ${N} x ${messages[0].length} bytes, policy encrypt, one destination, loopback`,
-    `live (accept while delivering; queued from a second process, one durable commit each)`,
-    `  accepted          ${live.enqueuePerSecond} msg/s`,
-    `  end to end        ${live.perSecond} msg/s (first accept to last delivery, ${live.seconds} s)`,
-    `  accept->delivery  p50 ${live.p50Ms} ms, p99 ${live.p99Ms} ms`,
-    `  SMTP sessions     ${live.smtpSessions} (${live.tlsHandshakes} TLS handshakes, ${live.tlsProtocols})`,
-    `  server            peak RSS ${live.serverPeakRssMiB} MiB, CPU ${live.serverCpuSeconds} s`,
-    `drain (queue filled first, then the server started)`,
-    `  delivered         ${drain.perSecond} msg/s (${drain.seconds} s)`,
-    `  SMTP sessions     ${drain.smtpSessions} (${drain.tlsHandshakes} TLS handshakes)`,
-    `  server            peak RSS ${drain.serverPeakRssMiB} MiB, CPU ${drain.serverCpuSeconds} s`,
-  ].join('\n'),
-);
-console.log(JSON.stringify(result));
