@@ -15,6 +15,11 @@ export interface DnsResult<T> {
   secure: boolean;
   /** CNAME chain followed, if any */
   canonicalName: string;
+  /**
+   * Seconds the answer may be kept: the lowest TTL of the records and CNAMEs it was read from; for
+   * an empty answer (NODATA) the negative TTL of RFC 2308 §5 when the server sent its SOA.
+   */
+  ttl?: number;
 }
 
 export type DnsErrorCode = 'NXDOMAIN' | 'SERVFAIL' | 'TIMEOUT' | 'REFUSED' | 'FORMERR' | 'NETWORK';
@@ -24,6 +29,8 @@ export class DnsError extends Error {
   /** The name queried (not the error class name, as it would be on a plain Error). */
   override name: string;
   rrtype: string;
+  /** NXDOMAIN with the zone's SOA: how many seconds the answer may be kept (RFC 2308 §5). */
+  negativeTtl?: number;
 
   constructor(code: DnsErrorCode, name: string, rrtype: string, detail?: string) {
     super(`DNS ${code}: ${rrtype} ${name}${detail ? ` (${detail})` : ''}`);
@@ -328,6 +335,23 @@ function chainEnd(answers: Answer[], qname: string, qtype: RecordType): string {
   return owner;
 }
 
+function lowestTtl(answers: Answer[]): number | undefined {
+  let lowest: number | undefined;
+  for (const a of answers) {
+    const ttl = (a as { ttl?: number }).ttl;
+    if (typeof ttl === 'number' && (lowest === undefined || ttl < lowest)) lowest = ttl;
+  }
+  return lowest;
+}
+
+// RFC 2308 §5: a negative answer is kept for the lesser of the SOA record's own TTL and its
+// MINIMUM field; the SOA comes in the authority section.
+function negativeTtlOf(response: DecodedPacket): number | undefined {
+  const soa = (response.authorities ?? []).find((a) => a.type === 'SOA') as { ttl?: number; data?: { minimum?: number } } | undefined;
+  if (!soa || typeof soa.data?.minimum !== 'number') return undefined;
+  return Math.min(soa.ttl ?? soa.data.minimum, soa.data.minimum);
+}
+
 export class Resolver {
   /** The servers in use, canonical "host:port". */
   readonly servers: readonly string[];
@@ -390,11 +414,18 @@ export class Resolver {
     checkName(name);
     const response = await this.#query(name, type);
     const rcode = rcodeOf(response);
-    if (rcode === 'NXDOMAIN') throw new DnsError('NXDOMAIN', name, type);
+    if (rcode === 'NXDOMAIN') {
+      const err = new DnsError('NXDOMAIN', name, type);
+      const negativeTtl = negativeTtlOf(response);
+      if (negativeTtl !== undefined) err.negativeTtl = negativeTtl;
+      throw err;
+    }
     const answers = response.answers ?? [];
     const owner = chainEnd(answers, name, type);
-    const records = answers.filter((a) => a.type === type && normalizeName(a.name) === owner).map((a) => read(dataOf(a)));
-    return { records, secure: this.#trustAd && response.flag_ad, canonicalName: owner };
+    const used = answers.filter((a) => a.type === type && normalizeName(a.name) === owner);
+    const records = used.map((a) => read(dataOf(a)));
+    const ttl = used.length > 0 ? lowestTtl([...used, ...answers.filter((a) => a.type === 'CNAME')]) : negativeTtlOf(response);
+    return { records, secure: this.#trustAd && response.flag_ad, canonicalName: owner, ...(ttl !== undefined ? { ttl } : {}) };
   }
 
   // Returns a NOERROR or NXDOMAIN response; anything else moves on to the next server.

@@ -5,6 +5,7 @@
 // delivery agent and `lacre policy show` consume them. One builder, so the CLI explains exactly what
 // a delivery would do.
 import type { Resolver } from '../dns/resolver.ts';
+import { DnsCache } from '../dns/cache.ts';
 import type { Store } from '../store/store.ts';
 import type { DaneEvidence, StsEvidence } from '../tls-policy/evidence.ts';
 import type { PolicyDecision, StaticTlsLevel } from '../tls-policy/levels.ts';
@@ -49,6 +50,8 @@ export interface BuiltPolicySources {
   staticPolicies: StaticPolicies;
   tlsPolicyTable: TlsPoliciesTable;
   mtaSts: MtaStsPolicies;
+  /** The memo of `_mta-sts` TXT and TLSA answers the sources share. */
+  dnsCache: DnsCache;
 }
 
 export function buildPolicySources(s: PolicySourcesSettings): BuiltPolicySources {
@@ -58,8 +61,11 @@ export function buildPolicySources(s: PolicySourcesSettings): BuiltPolicySources
     configured: new Map(Object.entries(s.configured)),
     defaultLevel: s.defaultLevel,
   });
+  // Every delivery batch asks for its domain's `_mta-sts` TXT and every hop for its TLSA records:
+  // kept for their TTLs (negative answers for RFC 2308's), not asked again each time.
+  const dnsCache = new DnsCache(s.resolver);
   const mtaSts = new MtaStsPolicies({
-    resolver: s.resolver,
+    resolver: { txt: (name) => dnsCache.txt(name), a: (name) => s.resolver.a(name), aaaa: (name) => s.resolver.aaaa(name) },
     cache: new MtaStsTable(s.store.engine, s.store.sealer),
     ca: s.ca,
     httpsPort: s.mtaStsPort,
@@ -70,12 +76,13 @@ export function buildPolicySources(s: PolicySourcesSettings): BuiltPolicySources
     staticPolicies,
     tlsPolicyTable,
     mtaSts,
+    dnsCache,
     sources: {
       staticPolicy: (domain) => staticPolicies.decide(domain),
       mtaSts: (domain) => mtaSts.lookup(domain),
       // RFC 7672 §2.2.3: the TLSA name carries the port the service runs on. A route names its own
       // port; an MX host is SMTP on 25 (the smtpPort setting only redirects test rigs).
-      dane: (hop) => lookupDane(s.resolver, hop, hop.source === 'route' && hop.port ? hop.port : 25),
+      dane: (hop) => lookupDane(dnsCache, hop, hop.source === 'route' && hop.port ? hop.port : 25),
     },
   };
 }
