@@ -43,6 +43,8 @@ export interface PolicySourcesSettings {
   mtaStsPort: number;
   mtaStsFetchTimeoutMs: number;
   logger?: StsLogger;
+  /** Told when this process changed the policy table (see StaticPolicies.onInvalidate). */
+  onStaticPoliciesChanged?: () => void;
 }
 
 export interface BuiltPolicySources {
@@ -60,6 +62,7 @@ export function buildPolicySources(s: PolicySourcesSettings): BuiltPolicySources
     table: tlsPolicyTable,
     configured: new Map(Object.entries(s.configured)),
     defaultLevel: s.defaultLevel,
+    onInvalidate: s.onStaticPoliciesChanged,
   });
   // Every delivery batch asks for its domain's `_mta-sts` TXT and every hop for its TLSA records:
   // kept for their TTLs (negative answers for RFC 2308's), not asked again each time.

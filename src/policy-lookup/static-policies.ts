@@ -37,6 +37,8 @@ export interface StaticPoliciesOptions {
   refreshMs?: number;
   /** Milliseconds clock; tests step it instead of waiting. */
   now?: () => number;
+  /** Told after invalidate(), so other copies in this process (the delivery worker's) drop theirs too. */
+  onInvalidate?: () => void;
 }
 
 export const DEFAULT_REFRESH_MS = 10_000;
@@ -55,6 +57,7 @@ export class StaticPolicies {
   readonly #defaultLevel: StaticTlsLevel;
   readonly #refreshMs: number;
   readonly #now: () => number;
+  readonly #onInvalidate: (() => void) | undefined;
   #snapshot: Snapshot | undefined;
   #loading: { generation: number; promise: Promise<Snapshot> } | undefined;
   /** Bumped by invalidate(): a load begun before it may have read the old table and is not kept. */
@@ -66,6 +69,7 @@ export class StaticPolicies {
     this.#defaultLevel = options.defaultLevel;
     this.#refreshMs = Math.max(0, options.refreshMs ?? DEFAULT_REFRESH_MS);
     this.#now = options.now ?? Date.now;
+    this.#onInvalidate = options.onInvalidate;
   }
 
   get defaultLevel(): StaticTlsLevel {
@@ -91,6 +95,7 @@ export class StaticPolicies {
   invalidate(): void {
     this.#generation++;
     this.#snapshot = undefined;
+    this.#onInvalidate?.();
   }
 
   /**

@@ -1,5 +1,7 @@
-// `lacre serve`: wires configuration, sealing, store, queue runner and listeners into one process
-// and takes them down in order. May import every stage; nothing imports it but the CLI.
+// `lacre serve`: wires configuration, sealing, store and listeners into one process and takes them
+// down in order. Intake (HTTP API, SMTP submission, the bounce receiver) runs on this thread; the
+// delivery stage (queue runner, SMTP client, webhooks, TLS reporting) on a thread of its own
+// (delivery-stage.ts), so both cores work. May import every stage; nothing imports it but the CLI.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
@@ -9,10 +11,7 @@ import { loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { Queue } from '../queue/queue.ts';
-import { QueueRunner } from '../queue/runner.ts';
-import { BounceComposer } from '../compose/bounces.ts';
 import { Resolver } from '../dns/resolver.ts';
-import { SmtpDeliveryAgent } from '../delivery/agent.ts';
 import { readFileSync } from 'node:fs';
 import { buildHttpServer, type HttpState } from './http.ts';
 import { ApiKeys } from '../access/api-keys.ts';
@@ -25,17 +24,14 @@ import { messageRoutes } from './routes/messages.ts';
 import { eventRoutes } from './routes/events.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
 import { Webhooks } from '../events/webhooks.ts';
-import { WebhookDispatcher, dispatcherSettingsFrom } from '../events/dispatcher.ts';
 import { resolverLookup } from '../events/url-guard.ts';
 import { startBounceReceiver, type BounceReceiver } from '../intake/bounce-receiver.ts';
 import { startSubmission, type SubmissionListeners } from '../intake/smtp-submission.ts';
 import { loadListenerCertificate } from '../intake/listener-cert.ts';
 import { buildPolicySources } from '../policy-lookup/sources.ts';
 import { tlsPolicyRoutes } from './routes/tls-policies.ts';
-import { TlsRptTable } from '../store/tlsrpt-table.ts';
-import { TlsReportCollector } from '../tls-reporting/collector.ts';
-import { TlsReporter } from '../tls-reporting/reporter.ts';
-import { vetWebhookUrl } from '../events/url-guard.ts';
+import { scheduleOf } from './delivery-stage.ts';
+import { startDeliveryThread, type DeliveryThread } from './delivery-thread.ts';
 
 export interface RunningServer {
   httpUrl: string;
@@ -43,8 +39,6 @@ export interface RunningServer {
   store: Store;
   domains: SenderDomains;
   composer: Composer;
-  agent: SmtpDeliveryAgent;
-  runner: QueueRunner;
   stop(reason: string): Promise<void>;
 }
 
@@ -61,12 +55,9 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const keyring = loadKeyring(config);
   const sealer = new Sealer(keyring);
   const store = await Store.open({ dataDir: config.dataDir, sealer });
-  const schedule = {
-    minBackoffMs: config.queue.minBackoff,
-    maxBackoffMs: config.queue.maxBackoff,
-    maxAgeMs: config.queue.maxAge,
-  };
-  const queue = new Queue(store, schedule);
+  const queue = new Queue(store, scheduleOf(config));
+  // Set once the delivery thread runs; intake that commits before then is found by its first claim.
+  let delivery: DeliveryThread | null = null;
   const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout, trustAd: config.dns.trustAd });
   const policy = buildPolicySources({
     store,
@@ -77,6 +68,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     mtaStsPort: config.tls.mtaSts.port,
     mtaStsFetchTimeoutMs: config.tls.mtaSts.fetchTimeout,
     logger: logger.child({ component: 'mta-sts' }),
+    onStaticPoliciesChanged: () => delivery?.staticPoliciesChanged(),
   });
   const keys = new ApiKeys(store);
   const domains = new SenderDomains({
@@ -90,53 +82,12 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const http = buildHttpServer({ logger, state, https: httpsOptions });
   await http.register(domainRoutes({ keys, domains }));
   await http.register(tlsPolicyRoutes({ keys, table: policy.tlsPolicyTable, audit: store.audit, policies: policy.staticPolicies }));
-  // The runner is built below; the callback runs only once requests arrive.
-  await http.register(sendRoutes({ keys, composer, store, onQueued: () => runner.nudge(), version: '0.1.0' }));
+  await http.register(sendRoutes({ keys, composer, store, onQueued: () => delivery?.nudge(), version: '0.1.0' }));
   await http.register(messageRoutes({ keys, store }));
   const webhookLookup = resolverLookup(resolver);
   await http.register(eventRoutes({ keys, store }));
   await http.register(webhookRoutes({ keys, webhooks: new Webhooks(store, { lookup: webhookLookup, allowLoopback: config.webhooks.allowLoopback }) }));
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  // RFC 8460: sessions are counted only when reporting is on, so nothing is kept that is never used.
-  const tlsRpt = config.tlsReporting.enabled ? tlsReportingFrom(config, { store, resolver, composer, ca, logger }) : null;
-  const agent = new SmtpDeliveryAgent({
-    resolver,
-    routes: new Map(Object.entries(config.delivery.routes)),
-    smtpPort: config.delivery.smtpPort,
-    policies: new Map(Object.entries(config.tls.policies)),
-    defaultPolicy: config.tls.defaultPolicy,
-    sources: policy.sources,
-    allowTlsRequiredNo: config.tls.allowTlsRequiredNo,
-    ...(tlsRpt ? { onTlsSession: (r: Parameters<TlsReportCollector['record']>[0]) => tlsRpt.collector.record(r) } : {}),
-    ehloName: config.hostname,
-    ca,
-    timeouts: config.delivery.timeouts,
-    destinationConcurrency: config.delivery.destinationConcurrency,
-    maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
-    idleTimeoutMs: config.delivery.idleTimeout,
-    logger: logger.child({ component: 'delivery' }),
-  });
-  const runner = new QueueRunner({
-    store: store.queue,
-    agent,
-    logger: logger.child({ component: 'queue' }),
-    workerId,
-    leaseMs: config.queue.lease,
-    pollIntervalMs: config.queue.pollInterval,
-    concurrency: config.queue.concurrency,
-    destinationConcurrency: config.delivery.destinationConcurrency,
-    schedule,
-    finalFailures: new BounceComposer(queue, config.hostname),
-  });
-  const webhookDispatcher = new WebhookDispatcher({
-    store,
-    logger: logger.child({ component: 'webhooks' }),
-    workerId,
-    lookup: webhookLookup,
-    ca,
-    ...dispatcherSettingsFrom(config.webhooks),
-  });
-
   try {
     await http.listen({ host: config.http.host, port: config.http.port });
   } catch (err) {
@@ -174,7 +125,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       domains,
       store,
       logger: logger.child({ component: 'submission' }),
-      onQueued: () => runner.nudge(),
+      onQueued: () => delivery?.nudge(),
       closeGraceMs: config.queue.shutdownGrace,
     });
   } catch (err) {
@@ -183,8 +134,25 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     await store.close();
     throw err;
   }
-  runner.start();
-  webhookDispatcher.start();
+  try {
+    delivery = await startDeliveryThread({
+      config,
+      ca,
+      workerId,
+      logger,
+      onDeath: (err) => {
+        // Accepting mail that nothing delivers would be worse than stopping: a supervisor restarts us.
+        logger.fatal({ err: { message: err.message } }, 'the delivery thread died; stopping');
+        process.exitCode = 1;
+        void running.stop('delivery thread died').finally(() => process.exit(1));
+      },
+    });
+  } catch (err) {
+    await Promise.all([http.close(), submission.close(0)]);
+    await bounces?.close();
+    await store.close();
+    throw err;
+  }
   // DNS changes by domain owners are picked up without anyone running `domains verify` again.
   const recheck = setInterval(() => {
     domains.recheckWaiting().catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'domain recheck failed'));
@@ -198,7 +166,6 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       .catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'MTA-STS refresh failed'));
   }, config.tls.mtaSts.refreshInterval);
   stsRefresh.unref();
-  tlsRpt?.reporter.start();
   state.ready = true;
   const address = http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;
@@ -223,14 +190,12 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   );
 
   let stopping: Promise<void> | null = null;
-  return {
+  const running: RunningServer = {
     httpUrl,
     queue,
     store,
     domains,
     composer,
-    agent,
-    runner,
     stop(reason: string) {
       stopping ??= (async () => {
         logger.info({ reason }, 'shutting down');
@@ -241,51 +206,17 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
         // and only then close the database they write to.
         await Promise.all([http.close(), submission.close(config.queue.shutdownGrace)]);
         await bounces?.close();
-        const result = await runner.stop(config.queue.shutdownGrace);
-        await agent.close();
-        // After the runner: its last verdicts may have added outbox rows; the rest wait in the outbox.
-        await webhookDispatcher.stop(config.queue.shutdownGrace);
-        await tlsRpt?.reporter.stop();
-        await tlsRpt?.collector.close();
+        const result = await delivery!.stop(config.queue.shutdownGrace).catch((err: Error) => {
+          logger.error({ err: { message: err.message } }, 'the delivery thread did not stop cleanly; its leases will expire');
+          return null;
+        });
         await store.close();
-        logger.info(result, 'stopped');
+        logger.info(result ?? {}, 'stopped');
       })();
       return stopping;
     },
   };
-}
-
-function tlsReportingFrom(
-  config: Config,
-  deps: { store: Store; resolver: Resolver; composer: Composer; ca: string[]; logger: Logger },
-): { collector: TlsReportCollector; reporter: TlsReporter } {
-  const table = new TlsRptTable(deps.store.engine, deps.store.sealer);
-  const log = deps.logger.child({ component: 'tls-reporting' });
-  const collector = new TlsReportCollector({
-    table,
-    onError: (err) => log.warn({ err: { message: (err as Error).message } }, 'TLS-RPT counts kept for the next flush'),
-  });
-  const from = config.tlsReporting.from!;
-  const reporter = new TlsReporter({
-    table,
-    resolver: deps.resolver,
-    // Through compose like any mail: DKIM-signed (RFC 8460 §5.3.1) and queued durably.
-    submit: (m) => deps.composer.submit({ ...m, source: 'system', metadata: { kind: 'tlsrpt' } }),
-    organizationName: config.tlsReporting.organizationName ?? config.hostname,
-    submitter: config.hostname,
-    contact: config.tlsReporting.contact ?? `mailto:${from}`,
-    from,
-    ca: deps.ca,
-    // A domain's own DNS names the https rua: vet it as a webhook URL (no private addresses).
-    vetHttps: async (url) => {
-      const vetted = await vetWebhookUrl(url.href, { lookup: resolverLookup(deps.resolver), allowLoopback: config.webhooks.allowLoopback });
-      return { host: vetted.host, addresses: vetted.addresses };
-    },
-    httpsTimeoutMs: config.tlsReporting.httpsTimeout,
-    flush: () => collector.flush(),
-    logger: log,
-  });
-  return { collector, reporter };
+  return running;
 }
 
 function readFileCa(path: string): string {
