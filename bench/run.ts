@@ -26,6 +26,8 @@ interface Args {
   vsPostfix: boolean;
   vsPostfixInner: boolean;
   rounds: number;
+  stateDir?: string;
+  hostNetns?: string;
 }
 
 function usage(problem: string): never {
@@ -75,6 +77,8 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--vs-postfix') args.vsPostfix = true;
     else if (a === '--vs-postfix-inner') args.vsPostfixInner = true;
     else if (a === '--rounds') args.rounds = intArg(a, value(), 1, 20);
+    else if (a === '--state-dir') args.stateDir = value();
+    else if (a === '--host-netns') args.hostNetns = value();
     else if (a === '--help' || a === '-h') usage('help');
     else usage(`unknown argument "${a}"`);
   }
@@ -87,7 +91,7 @@ const scrubbed = scrubLacreEnv();
 const log = (line: string) => console.log(line);
 
 if (args.vsPostfix || args.vsPostfixInner) {
-  process.exitCode = await runVsPostfix({ messages: args.messages, rounds: args.rounds, timeLimitMs: args.timeLimitMs, inner: args.vsPostfixInner, log });
+  process.exitCode = await runVsPostfix({ messages: args.messages, rounds: args.rounds, timeLimitMs: args.timeLimitMs, inner: args.vsPostfixInner, stateDir: args.stateDir, hostNetns: args.hostNetns, log });
 } else {
   process.exitCode = await runLacreBench();
 }
