@@ -47,7 +47,9 @@ export async function buildMime(message: ValidMessage, parts: RenderedParts): Pr
     attachments,
     disableFileAccess: true,
     disableUrlAccess: true,
-    newline: '\r\n',
+    // No `newline` option: its transform (one more stream and a byte-by-byte pass over the message)
+    // only turns bare LFs from the texts into CRLF, which compose does for the whole message anyway
+    // (normalizeLineEndings); nodemailer writes its own headers and boundaries with CRLF.
   });
   const built = await composer.compile().build();
   // MimeNode always writes a Date and a Message-ID; compose writes its own (RFC 5322 §3.6.4:

@@ -71,17 +71,28 @@ const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null 
  */
 function canonical(value: unknown, known: readonly string[]): unknown {
   if (!isObject(value)) return value;
-  const byLower = new Map(known.map((k) => [k.toLowerCase(), k]));
+  const { names, byLower } = lookupOf(known);
   const out: Json = {};
-  const taken = new Set(Object.keys(value).filter((k) => known.includes(k)));
+  const taken = new Set(Object.keys(value).filter((k) => names.has(k)));
   for (const [key, v] of Object.entries(value)) {
-    const name = known.includes(key) ? key : byLower.get(key.toLowerCase());
+    const name = names.has(key) ? key : byLower.get(key.toLowerCase());
     const target = name !== undefined && (name === key || !taken.has(name)) ? name : key;
     if (target !== key) taken.add(target);
     // defineProperty: a "__proto__" key stays an own property and is refused as unknown.
     Object.defineProperty(out, target, { value: v, enumerable: true, writable: true, configurable: true });
   }
   return out;
+}
+
+// Built once per list of names rather than for every object of every message.
+const lookups = new WeakMap<readonly string[], { names: Set<string>; byLower: Map<string, string> }>();
+function lookupOf(known: readonly string[]): { names: Set<string>; byLower: Map<string, string> } {
+  let lookup = lookups.get(known);
+  if (!lookup) {
+    lookup = { names: new Set(known), byLower: new Map(known.map((k) => [k.toLowerCase(), k])) };
+    lookups.set(known, lookup);
+  }
+  return lookup;
 }
 
 function canonicalMessage(value: unknown): unknown {
