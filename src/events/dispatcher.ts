@@ -1,18 +1,20 @@
-// The webhook dispatcher: a worker loop that leases due rows of the durable outbox
-// (webhook_deliveries), POSTs each webhook's batch as one signed JSON array, and records the
-// outcome fenced by the lease token. 2xx is success; 410 Gone disables the webhook; anything else
+// The webhook dispatcher: on the shared lease-worker loop (lease/worker-loop.ts), it leases due
+// rows of the durable outbox (webhook_deliveries), POSTs each webhook's batch as one signed JSON
+// array, and records the outcome fenced by the lease token. The loop renews a batch's lease while
+// its POST is in flight, so a slow receiver never lets another dispatcher send the same batch. 2xx is success; 410 Gone disables the webhook; anything else
 // (other statuses, timeouts, refused connections, a host that now resolves somewhere it must not)
 // is retried with exponential backoff until the row is `webhooks.maxAge` (24 h) old, then given up
 // and recorded as failed. Deliveries are at least once and unordered: receivers deduplicate on
 // `event_id`. Every delivery re-vets the URL and connects only to the address it vetted (see
 // url-guard.ts), with TLS 1.2 at least, verified against the system CAs plus tls.caFile.
-// May import: ../store, ../log and ../config (types), ./format, ./signature, ./url-guard, node built-ins.
+// May import: ../store, ../log and ../config (types), ../lease, ./format, ./signature, ./url-guard, node built-ins.
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { isIP, type LookupFunction } from 'node:net';
 import type { Logger } from '../log/logger.ts';
 import type { Config } from '../config/schema.ts';
+import { LeaseLoop, type LeaseView } from '../lease/worker-loop.ts';
 import type { Store } from '../store/store.ts';
 import type { ClaimedBatch, DeliveryVerdict } from '../store/webhooks-table.ts';
 import { formatEvent } from './format.ts';
@@ -75,16 +77,10 @@ export interface WebhookDispatcherOptions {
   /** Whole-request timeout, connect to last byte. Default 10 s. */
   timeoutMs?: number;
   pollIntervalMs?: number;
-  /** How long a claimed batch is ours; must outlast a request. Default max(60 s, 3 × timeout). */
+  /** How long a claimed batch is ours unless renewed (every third of it, while its POST is in flight). Default max(60 s, 3 × timeout). */
   leaseMs?: number;
   schedule?: WebhookSchedule;
   clock?: () => number;
-}
-
-interface InFlight {
-  batch: ClaimedBatch;
-  controller: AbortController;
-  done: Promise<void>;
 }
 
 const USER_AGENT = 'Lacre-Webhooks/1';
@@ -92,10 +88,11 @@ const USER_AGENT = 'Lacre-Webhooks/1';
 export class WebhookDispatcher {
   readonly #o: Required<Omit<WebhookDispatcherOptions, 'ca' | 'clock'>> & { ca: string[] };
   readonly #clock: () => number;
-  readonly #inFlight = new Set<InFlight>();
-  #running = false;
-  #timer: NodeJS.Timeout | null = null;
-  #polling: Promise<void> | null = null;
+  readonly #loop: LeaseLoop<ClaimedBatch>;
+  /** Webhook id → batches in flight here: one POST per webhook at a time keeps its events in order of tries. */
+  readonly #busy = new Map<string, number>();
+  /** Token → rows leased under it, so a batch partly taken over counts as lost. */
+  readonly #rows = new Map<string, number>();
 
   constructor(options: WebhookDispatcherOptions) {
     const timeoutMs = options.timeoutMs ?? 10_000;
@@ -114,91 +111,89 @@ export class WebhookDispatcher {
       schedule: options.schedule ?? DEFAULT_WEBHOOK_SCHEDULE,
     };
     this.#clock = options.clock ?? Date.now;
+    const webhooks = this.#o.store.webhooks;
+    this.#loop = new LeaseLoop<ClaimedBatch>({
+      name: 'webhooks',
+      logger: this.#o.logger,
+      concurrency: this.#o.concurrency,
+      leaseMs: this.#o.leaseMs,
+      pollIntervalMs: this.#o.pollIntervalMs,
+      clock: this.#clock,
+      claim: (free, now) => this.#claim(free, now),
+      run: (batch, signal, lease) => this.#run(batch, signal, lease),
+      tokens: (batch) => [batch.token],
+      leaseUntil: (batch) => batch.leaseUntil,
+      renew: (tokens, until) =>
+        webhooks.renew(
+          this.#o.workerId,
+          tokens.map((token) => ({ token, rows: this.#rows.get(token) ?? 1 })),
+          until,
+        ),
+      release: (batch) => webhooks.release(batch.token),
+      nextDueAfter: (now) => webhooks.nextDueAfter(now),
+    });
   }
 
   get inFlightCount(): number {
-    return this.#inFlight.size;
+    return this.#loop.inFlightCount;
   }
 
   start(): void {
-    if (this.#running) return;
-    this.#running = true;
-    this.#schedulePoll(0);
+    this.#loop.start();
   }
 
   /** Looks for due deliveries now (e.g. right after events were recorded). */
   nudge(): void {
-    if (this.#running && !this.#polling) this.#schedulePoll(0);
+    this.#loop.nudge();
   }
 
   /**
    * Stops claiming, lets in-flight POSTs finish for `graceMs`, then aborts the rest and gives
    * their leases back (an aborted POST is not counted as an attempt).
    */
-  async stop(graceMs: number): Promise<{ finished: number; released: number }> {
-    this.#running = false;
-    if (this.#timer) clearTimeout(this.#timer);
-    await this.#polling;
-    const pending = [...this.#inFlight];
-    const allDone = Promise.all(pending.map((f) => f.done));
-    const inTime = await Promise.race([allDone.then(() => true), delay(graceMs).then(() => false)]);
-    let released = 0;
-    if (!inTime) {
-      for (const flight of this.#inFlight) flight.controller.abort(new Error('shutting down'));
-      await Promise.race([allDone, delay(Math.max(1_000, graceMs))]);
-      for (const flight of this.#inFlight) released += await this.#o.store.webhooks.release(flight.batch.token).catch(() => 0);
-    }
-    return { finished: pending.length - this.#inFlight.size, released };
+  stop(graceMs: number): Promise<{ finished: number; released: number }> {
+    return this.#loop.stop(graceMs);
   }
 
-  #schedulePoll(ms: number): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#polling = this.#poll()
-        .catch((err) => this.#o.logger.error({ err }, 'webhook poll failed'))
-        .then((more) => {
-          this.#polling = null;
-          if (this.#running) this.#schedulePoll(more === true ? 0 : this.#o.pollIntervalMs);
-        });
-    }, ms);
-    this.#timer.unref?.();
-  }
-
-  /** One round of claiming; true when there may be more due work right away. */
-  async #poll(): Promise<boolean> {
-    const free = this.#o.concurrency - this.#inFlight.size;
-    if (!this.#running || free <= 0) return false;
-    const busy = new Set([...this.#inFlight].map((f) => f.batch.webhook.id));
+  /** One claim: a batch per free slot, each to a webhook not already in flight here. */
+  async #claim(free: number, now: number): Promise<{ work: ClaimedBatch[]; more: boolean }> {
     const batches = await this.#o.store.webhooks.claimDue({
       owner: this.#o.workerId,
-      now: this.#clock(),
+      now,
       leaseMs: this.#o.leaseMs,
       maxBatches: free,
       batchSize: this.#o.batchSize,
-      busy,
+      busy: new Set(this.#busy.keys()),
     });
-    for (const batch of batches) this.#run(batch);
-    return batches.length === free;
+    // Marked busy here, before the next claim can run: the loop starts them right after this.
+    for (const b of batches) {
+      this.#busy.set(b.webhook.id, (this.#busy.get(b.webhook.id) ?? 0) + 1);
+      this.#rows.set(b.token, b.deliveries.length);
+    }
+    return { work: batches, more: batches.length === free };
   }
 
-  #run(batch: ClaimedBatch): void {
-    const controller = new AbortController();
-    const flight: InFlight = { batch, controller, done: Promise.resolve() };
-    flight.done = this.#deliver(batch, controller.signal)
-      .catch((err) => this.#o.logger.error({ err, webhook: batch.webhook.id }, 'webhook delivery failed unexpectedly'))
-      .finally(() => {
-        this.#inFlight.delete(flight);
-        // A slot came free: more may be waiting.
-        this.nudge();
-      });
-    this.#inFlight.add(flight);
+  async #run(batch: ClaimedBatch, signal: AbortSignal, lease: LeaseView): Promise<void> {
+    try {
+      await this.#deliver(batch, signal, lease);
+    } finally {
+      this.#rows.delete(batch.token);
+      const n = (this.#busy.get(batch.webhook.id) ?? 1) - 1;
+      if (n > 0) this.#busy.set(batch.webhook.id, n);
+      else this.#busy.delete(batch.webhook.id);
+    }
   }
 
-  async #deliver(batch: ClaimedBatch, signal: AbortSignal): Promise<void> {
+  async #deliver(batch: ClaimedBatch, signal: AbortSignal, lease: LeaseView): Promise<void> {
     const log = this.#o.logger;
     const store = this.#o.store;
     const events = await store.events.byIds(batch.deliveries.map((d) => d.eventId));
     const body = Buffer.from(JSON.stringify(events.map(formatEvent)), 'utf8');
+    if (!lease.held()) {
+      // Another dispatcher may own these rows now: sending would duplicate its POST.
+      log.warn({ webhook: batch.webhook.id, events: batch.deliveries.length }, 'webhook batch lease lost before sending; left to its new holder');
+      return;
+    }
     let status: number | null = null;
     let error: string | null = null;
     try {
@@ -216,16 +211,14 @@ export class WebhookDispatcher {
         signal,
       });
     } catch (err) {
-      if (signal.aborted) {
-        await store.webhooks.release(batch.token);
-        return;
-      }
+      // Shutting down: not an attempt; the loop gives the lease back.
+      if (signal.aborted) return;
       error = (err as Error).message;
     }
     const at = this.#clock();
     const fields = { webhook: batch.webhook.id, events: batch.deliveries.length, status: status ?? undefined };
     if (status !== null && status >= 200 && status < 300) {
-      await store.webhooks.finish(batch.token, batch.deliveries.map((d) => ({ id: d.id, state: 'delivered', nextAttemptAt: at })), {
+      await this.#finish(batch, batch.deliveries.map((d) => ({ id: d.id, state: 'delivered', nextAttemptAt: at })), {
         at,
         status,
         error: null,
@@ -236,7 +229,7 @@ export class WebhookDispatcher {
     if (status === 410) {
       // The receiver says it is gone for good: stop sending there (RFC 9110 §15.5.11).
       const reason = 'the receiver answered 410 Gone';
-      await store.webhooks.finish(batch.token, batch.deliveries.map((d) => ({ id: d.id, state: 'failed', nextAttemptAt: at })), {
+      await this.#finish(batch, batch.deliveries.map((d) => ({ id: d.id, state: 'failed', nextAttemptAt: at })), {
         at,
         status,
         error: reason,
@@ -250,9 +243,17 @@ export class WebhookDispatcher {
       id: d.id,
       ...webhookRetry(d.attempts + 1, d.createdAt, at, this.#o.schedule),
     }));
-    await store.webhooks.finish(batch.token, verdicts, { at, status, error: error ?? `the receiver answered ${status}` });
+    await this.#finish(batch, verdicts, { at, status, error: error ?? `the receiver answered ${status}` });
     const gaveUp = verdicts.filter((v) => v.state === 'failed').length;
     log.warn({ ...fields, error: error ?? undefined, gaveUp: gaveUp || undefined }, gaveUp ? 'webhook delivery given up' : 'webhook delivery failed; will retry');
+  }
+
+  /** Records the verdicts, fenced by the batch's token; rows taken over meanwhile are their new holder's. */
+  async #finish(batch: ClaimedBatch, verdicts: DeliveryVerdict[], attempt: { at: number; status: number | null; error: string | null }): Promise<void> {
+    const recorded = await this.#o.store.webhooks.finish(batch.token, verdicts, attempt);
+    if (recorded < verdicts.length) {
+      this.#o.logger.warn({ webhook: batch.webhook.id, events: verdicts.length, recorded }, 'webhook batch lease lost before its outcome was recorded');
+    }
   }
 }
 
@@ -347,8 +348,4 @@ function secureContext(extra: string[]): tls.SecureContext {
     contexts.set(key, ctx);
   }
   return ctx;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }

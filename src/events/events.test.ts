@@ -53,7 +53,7 @@ interface Rig {
   composer: Composer;
   runner: QueueRunner;
   sinkPort: number;
-  dispatcher(options?: { schedule?: WebhookSchedule; workerId?: string; timeoutMs?: number; batchSize?: number }): WebhookDispatcher;
+  dispatcher(options?: { schedule?: WebhookSchedule; workerId?: string; timeoutMs?: number; batchSize?: number; leaseMs?: number }): WebhookDispatcher;
   stop(): Promise<void>;
 }
 
@@ -117,6 +117,7 @@ async function rig(sinkOptions: Partial<SmtpSinkOptions> = {}, keep = false): Pr
         pollIntervalMs: 20,
         timeoutMs: options.timeoutMs ?? 2_000,
         batchSize: options.batchSize,
+        leaseMs: options.leaseMs,
         schedule: options.schedule ?? FAST,
       });
       dispatchers.push(d);
@@ -444,6 +445,32 @@ test('two dispatchers on one store deliver every event exactly once; a receiver 
     // The hung request was given up after the timeout and its events sent again.
     const retried = (await r.data.store.webhooks.deliveries(hook.id)).filter((d) => d.attempts > 1);
     assert.ok(retried.length >= 1);
+  } finally {
+    await r.stop();
+    await receiver.close();
+  }
+});
+
+test('a webhook batch whose POST outlasts the lease keeps its lease: no second dispatcher sends it', async () => {
+  const r = await rig();
+  const receiver = await startWebhookReceiver();
+  try {
+    const hook = await r.webhooks.add({ apiKey: r.key.apiKey, url: receiver.url, events: 'sent', actor: 'cli:test' });
+    // The receiver holds the POST for three leases, until the sender's timeout gives up on it;
+    // without renewal the other dispatcher would find the lease run out and send the batch again.
+    const leaseMs = 750;
+    receiver.hangNext(1);
+    const slow = { minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 };
+    r.dispatcher({ workerId: 'node-1', leaseMs, timeoutMs: 3 * leaseMs, schedule: slow }).start();
+    r.dispatcher({ workerId: 'node-2', leaseMs, timeoutMs: 3 * leaseMs, schedule: slow }).start();
+    await r.data.queue.enqueue({ sender: 'orders@shop.test', recipients: ['a@rcpt.test'], content: message('slow'), source: 'api', metadata: { apiKeyId: r.key.apiKey } });
+    await receiver.waitFor(() => receiver.requests().length === 1, 15_000, 'the POST');
+    await until('the timed-out attempt to be recorded', async () => (await r.data.store.webhooks.deliveries(hook.id))[0]?.attempts === 1);
+    const [row] = await r.data.store.webhooks.deliveries(hook.id);
+    assert.equal(row.state, 'pending');
+    assert.match(row.lastError!, /no complete answer within 2250 ms/);
+    await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
+    assert.equal(receiver.requests().length, 1, 'the batch was sent once');
   } finally {
     await r.stop();
     await receiver.close();

@@ -2,12 +2,14 @@
 // the messages that key submitted. Its URL and signing secret are sealed (URLs often carry tokens;
 // the secret must stay reversible to sign with). The outbox (webhook_deliveries) holds one row per
 // (webhook, event), written in the event's own transaction (see events-table.ts); dispatchers lease
-// rows like the queue leases recipients, so two nodes never send the same batch at once, and the
-// lease token fences the verdict. Part of the store: the only SQL for these tables.
-// May import: ../sealing, ./engine, ./ids.
+// rows through the store's lease primitive (leases.ts) like the queue leases recipients, renewing
+// while a POST is in flight, so two nodes never send the same batch at once, and the lease token
+// fences the verdict. Part of the store: the only SQL for these tables.
+// May import: ../sealing, ./engine, ./ids, ./leases.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine } from './engine.ts';
 import { uuidv7 } from './ids.ts';
+import { LEASE_CLEAR, LEASE_FENCE, LeaseTable } from './leases.ts';
 import type { EventType } from './events-table.ts';
 
 export interface NewWebhook {
@@ -41,6 +43,8 @@ export interface ClaimedDelivery {
 /** Outbox rows of one webhook leased together under one token: they travel in one POST. */
 export interface ClaimedBatch {
   token: string;
+  /** When the lease ends unless renewed. */
+  leaseUntil: number;
   webhook: { id: string; url: string; secret: string };
   deliveries: ClaimedDelivery[];
 }
@@ -69,10 +73,12 @@ interface WebhookRow {
 export class WebhooksTable {
   readonly #engine: SqlEngine;
   readonly #sealer: Sealer;
+  readonly #leases: LeaseTable;
 
   constructor(engine: SqlEngine, sealer: Sealer) {
     this.#engine = engine;
     this.#sealer = sealer;
+    this.#leases = new LeaseTable(engine, 'webhook_deliveries');
   }
 
   async insert(hook: NewWebhook): Promise<void> {
@@ -132,8 +138,7 @@ export class WebhooksTable {
         id,
       ]);
       await tx.run(
-        `UPDATE webhook_deliveries SET state = 'failed', finished_at = ?, last_error = ?,
-                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+        `UPDATE webhook_deliveries SET state = 'failed', finished_at = ?, last_error = ?, ${LEASE_CLEAR}
           WHERE webhook_id = ? AND state = 'pending'`,
         [at, `webhook disabled: ${reason}`, id],
       );
@@ -162,7 +167,7 @@ export class WebhooksTable {
         `SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.created_at
            FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
           WHERE d.state = 'pending' AND d.next_attempt_at <= ?
-            AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?)
+            AND ${this.#leases.free('d')}
             AND w.disabled_at IS NULL
           ORDER BY d.next_attempt_at, d.event_id
           LIMIT ? ${this.#engine.claimLockClause}`,
@@ -183,14 +188,11 @@ export class WebhooksTable {
       const batches: Array<{ token: string; webhookId: string; deliveries: ClaimedDelivery[] }> = [];
       for (const [webhookId, deliveries] of groups) {
         const token = uuidv7(now);
-        for (const d of deliveries) {
-          await tx.run('UPDATE webhook_deliveries SET lease_owner = ?, lease_token = ?, lease_expires_at = ? WHERE id = ?', [
-            owner,
-            token,
-            now + leaseMs,
-            d.id,
-          ]);
-        }
+        await this.#leases.take(
+          tx,
+          deliveries.map((d) => d.id),
+          { owner, token, until: now + leaseMs },
+        );
         deliveries.sort((a, b) => (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0));
         batches.push({ token, webhookId, deliveries });
       }
@@ -209,6 +211,7 @@ export class WebhooksTable {
       return [
         {
           token: b.token,
+          leaseUntil: now + leaseMs,
           webhook: {
             id: b.webhookId,
             url: this.#sealer.openString(row.url_sealed, URL_CTX),
@@ -236,8 +239,8 @@ export class WebhooksTable {
         const { changes } = await tx.run(
           `UPDATE webhook_deliveries
               SET state = ?, attempts = attempts + 1, next_attempt_at = ?, last_attempt_at = ?, last_status = ?, last_error = ?,
-                  finished_at = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-            WHERE id = ? AND lease_token = ? AND state = 'pending'`,
+                  finished_at = ?, ${LEASE_CLEAR}
+            WHERE id = ? AND ${LEASE_FENCE} AND state = 'pending'`,
           [
             v.state,
             v.nextAttemptAt,
@@ -255,16 +258,23 @@ export class WebhooksTable {
     });
   }
 
+  /**
+   * Extends `owner`'s batch leases to `until` while their POSTs are in flight; returns the tokens
+   * still holding every row of their batch (a batch partly taken over is lost: another dispatcher
+   * may be sending those rows).
+   */
+  async renew(owner: string, batches: ReadonlyArray<{ token: string; rows: number }>, until: number): Promise<string[]> {
+    return this.#leases.renew(
+      owner,
+      batches.map((b) => b.token),
+      until,
+      new Map(batches.map((b) => [b.token, b.rows])),
+    );
+  }
+
   /** Gives a batch's leases back unused (shutdown): its rows are due again at once. */
   async release(token: string): Promise<number> {
-    const { changes } = await this.#engine.transaction(
-      (tx) =>
-        tx.run(`UPDATE webhook_deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE lease_token = ?`, [
-          token,
-        ]),
-      { durable: false },
-    );
-    return changes;
+    return this.#leases.release([token]);
   }
 
   /** One webhook's outbox rows, oldest event first (for operators and tests). */
@@ -300,6 +310,20 @@ export class WebhooksTable {
       lastError: r.last_error,
       finishedAt: r.finished_at === null ? null : Number(r.finished_at),
     }));
+  }
+
+  /**
+   * When the next unleased pending row becomes due after `now` (an idle dispatcher sleeps until
+   * then), or null. Leases of dead dispatchers are left to the poll, as the queue does.
+   */
+  async nextDueAfter(now: number): Promise<number | null> {
+    const row = await this.#engine.get<{ at: number | null }>(
+      `SELECT MIN(d.next_attempt_at) AS at
+         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+        WHERE d.state = 'pending' AND d.next_attempt_at > ? AND d.lease_expires_at IS NULL AND w.disabled_at IS NULL`,
+      [now],
+    );
+    return row?.at == null ? null : Number(row.at);
   }
 
   /** When the next pending row becomes due (for an idle dispatcher's sleep), or null. */
