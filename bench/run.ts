@@ -8,7 +8,7 @@
 //
 // Prints a table per scenario and, last, one JSON line with every number.
 import { scrubLacreEnv, createWorld, TLS_POLICY, type World } from './lib/world.ts';
-import { clientPhase, drainPhase, memoryPhase, type MemoryResult, type PhaseResult } from './lib/phases.ts';
+import { clientPhase, drainPhase, killServers, memoryPhase, type MemoryResult, type PhaseResult } from './lib/phases.ts';
 import { TEXT_BYTES } from './lib/clients.ts';
 import { now, round } from './lib/util.ts';
 import { runVsPostfix } from './lib/vs-postfix.ts';
@@ -89,6 +89,21 @@ function parseArgs(argv: string[]): Args {
 const args = parseArgs(process.argv.slice(2));
 const scrubbed = scrubLacreEnv();
 const log = (line: string) => console.log(line);
+let currentWorld: World | null = null;
+
+if (!args.vsPostfix && !args.vsPostfixInner) {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`bench: ${signal}, stopping the servers it started`);
+    void killServers()
+      .then(() => currentWorld?.close())
+      .finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
 
 if (args.vsPostfix || args.vsPostfixInner) {
   process.exitCode = await runVsPostfix({ messages: args.messages, rounds: args.rounds, timeLimitMs: args.timeLimitMs, inner: args.vsPostfixInner, stateDir: args.stateDir, hostNetns: args.hostNetns, log });
@@ -101,6 +116,7 @@ async function runLacreBench(): Promise<number> {
   log(`Lacre bench: server on its defaults (no tuning variable set${scrubbed.length ? `; removed from the environment: ${scrubbed.join(', ')}` : ''}), log level info (the default)`);
   log(`  ${args.messages} messages of ~${TEXT_BYTES} B text per scenario, one recipient each, TLS policy ${TLS_POLICY} to the sink (test CA), time limit ${args.timeLimitMs / 1000} s per phase`);
   const world: World = await createWorld();
+  currentWorld = world;
   const results: Record<string, unknown> = {};
   const table: PhaseResult[] = [];
   const tl = args.timeLimitMs;

@@ -52,11 +52,27 @@ export interface PhaseOptions {
 const tagCounter = { n: 0 };
 const newTag = () => `b${process.pid.toString(36)}${(++tagCounter.n).toString(36)}`;
 
+/** Servers running now, so a signal handler can end them (by their own pid) before the bench exits. */
+export const liveServers = new Set<ServeProcess>();
+
+async function startServer(world: World, dataDir: string, sinkPort: number): Promise<ServeProcess> {
+  const server = await startLacre(world, dataDir, sinkPort);
+  liveServers.add(server);
+  return server;
+}
+
 /** Stops the server; kills it if it does not stop in time. */
 export async function stopServer(server: ServeProcess): Promise<void> {
   await server.stop(20_000).catch(async () => {
     await server.kill();
   });
+  liveServers.delete(server);
+}
+
+/** For signal handlers: SIGKILL every server still running. */
+export async function killServers(): Promise<void> {
+  for (const server of [...liveServers]) await server.kill().catch(() => {});
+  liveServers.clear();
 }
 
 /** [min, max] of some numbers, or [null, null]. */
@@ -129,7 +145,7 @@ export async function clientPhase(world: World, o: PhaseOptions): Promise<PhaseR
   const dataDir = world.newDataDir();
   let server: ServeProcess | null = null;
   try {
-    server = await startLacre(world, dataDir, sink.port);
+    server = await startServer(world, dataDir, sink.port);
     const cpuBefore = cpuMs(server.pid) ?? 0;
     let run: ClientRun;
     if (o.via === 'http') {
@@ -196,7 +212,7 @@ export async function drainPhase(world: World, label: string, count: number, tim
     const filled = await prefill(dataDir, messages, now() + timeLimitMs);
     log(`  ${label}: ${filled} messages committed to the queue in ${round((now() - t0) / 1000, 1)} s; starting the server`);
     const deadline = now() + timeLimitMs;
-    server = await startLacre(world, dataDir, sink.port);
+    server = await startServer(world, dataDir, sink.port);
     const startedAt = now();
     const cpuBefore = cpuMs(server.pid) ?? 0;
     const complete = await sink.waitFor(messages.slice(0, filled).map((m) => m.id), deadline);
@@ -246,7 +262,7 @@ export async function memoryPhase(world: World, count: number, workMs: number, t
     const fillSeconds = round((now() - t0) / 1000, 1);
     log(`  memory: ${filled} messages committed to the queue in ${fillSeconds} s; the server works on them for ${workMs / 1000} s`);
     messages.length = 0;
-    server = await startLacre(world, dataDir, world.closedPort);
+    server = await startServer(world, dataDir, world.closedPort);
     const rssAtReadyMiB = rssMiB(server.pid);
     const samples: MemoryResult['samples'] = [];
     const started = now();

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { IssuedCert } from '../../test/harness/ca.ts';
 import { benchMessages, sendSmtp } from './clients.ts';
-import { clientPhase, summarize, type PhaseResult } from './phases.ts';
+import { clientPhase, killServers, summarize, type PhaseResult } from './phases.ts';
 import { printTable } from './report.ts';
 import { forkSink } from './sink.ts';
 import { childrenCpuMs, cpuMs, median, now, round, sleep } from './util.ts';
@@ -387,14 +387,16 @@ async function inner(o: VsPostfixOptions): Promise<number> {
   let cleaning: Promise<void> | null = null;
   const cleanup = () => (cleaning ??= (async () => {
     for (const stop of [...liveInstances]) await stop().catch(() => {});
+    await killServers();
     await world?.close();
   })());
   const onSignal = (signal: NodeJS.Signals) => {
     log(`vs-postfix: ${signal}, cleaning up`);
     void cleanup().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  // `on`, not `once`: a Ctrl-C reaches this process twice (from the terminal and forwarded by the outer one).
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     world = await createWorld();
     const smtpdCert = await world.ca.issue({ names: [POSTFIX_HOSTNAME] });
