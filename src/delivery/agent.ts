@@ -3,7 +3,9 @@
 // evidence (static policy, MTA-STS, DANE per MX host) and lets the policy engine plan each hop,
 // speaks SMTP through pooled sessions, reports every TLS session for TLS-RPT, and turns every reply
 // into a per-recipient verdict with a record of exactly how the attempt travelled.
-// May import: ./destination, ./smtp-session, ./replies, ./limiter, ../tls-policy, ../policy-lookup, ../dns, ../queue (types), ../log (types).
+// What a failure means (fresh connection, next address, next MX, defer, bounce, unknown outcome) is
+// decided by ./trouble.ts, never here.
+// May import: ./destination, ./smtp-session, ./trouble, ./replies, ./limiter, ../tls-policy, ../policy-lookup, ../dns, ../queue (types), ../log (types).
 import type { Logger } from '../log/logger.ts';
 import type { DeliveryAgent, DeliveryBatch, RecipientVerdict } from '../queue/runner.ts';
 import type { Resolver } from '../dns/resolver.ts';
@@ -13,8 +15,9 @@ import { judgeForReport, planHop, type DomainEvidence, type HopPlan } from '../t
 import { hasTlsRequiredNo } from '../tls-policy/tls-required-header.ts';
 import { lookupDane } from '../policy-lookup/dane.ts';
 import type { PolicySources } from '../policy-lookup/sources.ts';
-import { resolveDestination, type NextHop } from './destination.ts';
+import { resolveDestination, type Destination, type NextHop } from './destination.ts';
 import { openSessionWithPolicy, SmtpSessionError, type SmtpSession, type Timeouts } from './smtp-session.ts';
+import { decideTrouble, troubleOf, type TroubleDecision } from './trouble.ts';
 import { classifyReply, enhancedCodeOf } from './replies.ts';
 import { KeyedLimiter } from './limiter.ts';
 import { SessionPool } from './session-pool.ts';
@@ -54,6 +57,8 @@ interface HopFailure {
   failure?: TlsFailure;
   /** A policy decided this hop cannot take the message at all (REQUIRETLS): bounce, don't retry. */
   permanentPolicy?: boolean;
+  /** The host could not be reached or would not greet (trouble.ts): evidence the site is down. */
+  unreachable?: boolean;
   policy?: { level?: string; source: string; why?: string };
   reply?: { code: number; enhanced?: string | null; text: string };
   tls?: unknown;
@@ -61,9 +66,20 @@ interface HopFailure {
 
 type ConnectPlan = Extract<HopPlan, { action: 'connect' }>;
 
+type Settle = (verdicts: Map<string, RecipientVerdict>) => Promise<void>;
+
+/** Domains whose site is remembered; the least recently used is forgotten first. */
+const MAX_SITES = 10_000;
+/** Fresh connections tried for one address after pooled ones turned out dead. */
+const MAX_FRESH_RETRIES = 1;
+
+const LEASE_LOST = 'lease lost before DATA; another worker owns these recipients';
+
 export class SmtpDeliveryAgent implements DeliveryAgent {
   #o: AgentOptions;
   #limiter: KeyedLimiter;
+  /** Domain → site, in least-recently-used order. */
+  #sites = new Map<string, string>();
   readonly pool: SessionPool;
 
   constructor(options: AgentOptions) {
@@ -76,19 +92,41 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     await this.pool.closeAll();
   }
 
-  async deliver(batch: DeliveryBatch, signal: AbortSignal): Promise<Map<string, RecipientVerdict>> {
+  /** The next-hop set the domain's mail went to when it was last resolved (see siteFor). */
+  siteOf(domain: string): string | undefined {
+    const key = domain.toLowerCase();
+    const site = this.#sites.get(key);
+    if (site !== undefined) {
+      this.#sites.delete(key);
+      this.#sites.set(key, site);
+    }
+    return site;
+  }
+
+  #learnSite(domain: string, site: string): void {
+    const key = domain.toLowerCase();
+    this.#sites.delete(key);
+    this.#sites.set(key, site);
+    if (this.#sites.size > MAX_SITES) this.#sites.delete(this.#sites.keys().next().value!);
+  }
+
+  async deliver(batch: DeliveryBatch, signal: AbortSignal, settle?: Settle): Promise<Map<string, RecipientVerdict>> {
     const started = Date.now();
     const all = (verdict: RecipientVerdict) => new Map(batch.recipients.map((r) => [r.recipientId, verdict]));
     const staticPolicy = this.#o.sources?.staticPolicy
       ? await this.#o.sources.staticPolicy(batch.domain)
       : decidePolicy(batch.domain, this.#o.policies, this.#o.defaultPolicy);
-    const base: Record<string, unknown> = { domain: batch.domain };
+    const base: Record<string, unknown> = { domain: batch.domain, site: this.siteOf(batch.domain) ?? null };
 
     const destination = await resolveDestination(batch.domain, {
       resolver: this.#o.resolver,
       routes: this.#o.routes,
       smtpPort: this.#o.smtpPort,
     });
+    if (destination.kind === 'hops') {
+      base.site = siteFor(destination);
+      this.#learnSite(batch.domain, base.site as string);
+    }
     if (destination.kind === 'null-mx') {
       // RFC 7505 §4.1: a domain with a null MX accepts no mail; fail at once, don't retry.
       return all({
@@ -122,9 +160,10 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     };
     base.policyEvidence = summariseEvidence(evidence);
 
-    const release = await this.#limiter.acquire(batch.domain, signal);
+    // Keyed by site: a thousand domains hosted on one provider share one limit.
+    const release = await this.#limiter.acquire(base.site as string, signal);
     try {
-      return await this.#deliverToHops(batch, content, destination.hops, evidence, signal, base, started);
+      return await this.#deliverToHops(batch, content, destination.hops, evidence, signal, base, started, settle);
     } finally {
       release();
     }
@@ -159,10 +198,11 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     signal: AbortSignal,
     base: Record<string, unknown>,
     started: number,
+    settle: Settle | undefined,
   ): Promise<Map<string, RecipientVerdict>> {
     const failures: HopFailure[] = [];
     // RFC 5321 §5.1: try each MX in order, and each of its addresses, until one takes the message.
-    for (const hop of hops) {
+    nextHop: for (const hop of hops) {
       const plan = await this.#plan(evidence, hop);
       const policy = { level: plan.action === 'connect' ? plan.level : undefined, source: plan.source, why: plan.action === 'connect' ? plan.why : plan.detail };
       if (plan.action === 'skip') {
@@ -172,81 +212,125 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
         continue;
       }
       for (const address of hop.addresses) {
-        if (signal.aborted) throw signal.reason;
-        let session: SmtpSession;
-        let reused = false;
         const key = poolKey(hop, address, plan);
-        try {
-          const pooled = this.pool.take(key);
-          if (pooled) {
-            session = pooled;
-            reused = true;
-          } else {
-            session = await openSessionWithPolicy({
-              address,
-              port: hop.port,
-              mxHost: hop.host,
-              level: plan.level,
-              dane: plan.dane,
-              ehloName: this.#o.ehloName,
-              ca: this.#o.ca,
-              timeouts: this.#o.timeouts,
-              signal,
-            });
-            this.#report(evidence, plan, hop, address, judgeForReport(plan, session.facts), session.facts.helo);
-          }
-        } catch (err) {
+        for (let fresh = 0; fresh <= MAX_FRESH_RETRIES; fresh++) {
           if (signal.aborted) throw signal.reason;
-          const failure = hopFailure(hop, address, err, policy);
-          failures.push(failure);
-          // Only sessions that reached the TLS decision count for TLS-RPT; a refused connection is no session.
-          if (err instanceof SmtpSessionError && err.failure) {
-            this.#report(evidence, plan, hop, address, judgeForReport(plan, err.facts, { failure: err.failure, detail: err.message }), err.facts?.helo);
-          }
-          continue;
-        }
-        const abort = () => session.destroy();
-        signal.addEventListener('abort', abort, { once: true });
-        try {
-          const result = await session.send(
-            { from: batch.sender, to: batch.recipients.map((r) => r.address), requireTls: batch.requireTls, size: content.length },
-            content,
-          );
-          await this.pool.give(key, session);
-          return this.#verdicts(batch, result, { ...base, policy, ...where(hop, address), reused, tls: session.facts, hopFailures: failures, durationMs: Date.now() - started });
-        } catch (err) {
-          session.destroy();
-          if (signal.aborted) throw signal.reason;
-          // A pooled connection the server closed while idle: not the destination's fault, try afresh.
-          if (reused && err instanceof SmtpSessionError && err.stage !== 'rcpt' && !err.reply) {
-            hop.addresses.push(address);
-            continue;
-          }
-          const failure = hopFailure(hop, address, err, policy);
-          if (err instanceof SmtpSessionError && err.kind === 'requiretls-unavailable') {
-            // RFC 8689 §4.2.1: this MX cannot keep the promise; another MX may. If none can, bounce.
-            failure.permanentPolicy = true;
-            failure.temporary = false;
-            failures.push(failure);
+          let session: SmtpSession;
+          let reused = false;
+          try {
+            const pooled = fresh === 0 ? this.pool.take(key) : null;
+            if (pooled) {
+              session = pooled;
+              reused = true;
+            } else {
+              session = await openSessionWithPolicy({
+                address,
+                port: hop.port,
+                mxHost: hop.host,
+                level: plan.level,
+                dane: plan.dane,
+                ehloName: this.#o.ehloName,
+                ca: this.#o.ca,
+                timeouts: this.#o.timeouts,
+                signal,
+              });
+              this.#report(evidence, plan, hop, address, judgeForReport(plan, session.facts), session.facts.helo);
+            }
+          } catch (err) {
+            if (signal.aborted) throw signal.reason;
+            // Only sessions that reached the TLS decision count for TLS-RPT; a refused connection is no session.
+            if (err instanceof SmtpSessionError && err.failure) {
+              this.#report(evidence, plan, hop, address, judgeForReport(plan, err.facts, { failure: err.failure, detail: err.message }), err.facts?.helo);
+            }
+            const decided = decideTrouble(troubleOf(err, false));
+            failures.push(hopFailure(hop, address, err, policy, decided));
+            if (decided.action === 'next-mx') continue nextHop;
             break;
           }
-          failures.push(failure);
-          // A reply to MAIL FROM or DATA speaks for the whole transaction: don't shop it around.
-          if (err instanceof SmtpSessionError && err.reply && (err.stage === 'mail' || err.stage === 'data' || err.stage === 'message')) {
-            return this.#allFrom(batch, failure, { ...base, policy, ...where(hop, address), tls: session.facts, hopFailures: failures, durationMs: Date.now() - started });
+
+          const abort = () => session.destroy();
+          signal.addEventListener('abort', abort, { once: true });
+          const detail = () => ({ ...base, policy, ...where(hop, address), reused, tls: session.facts, hopFailures: failures, durationMs: Date.now() - started });
+          let result: Awaited<ReturnType<SmtpSession['send']>>;
+          try {
+            result = await session.send(
+              { from: batch.sender, to: batch.recipients.map((r) => r.address), requireTls: batch.requireTls, size: content.length },
+              content,
+              // A worker whose lease is gone must not send what another worker now owns.
+              { beforeData: () => batch.leaseHeld() },
+            );
+          } catch (err) {
+            session.destroy();
+            const decided = decideTrouble(troubleOf(err, reused));
+            // Recorded even when aborted: releasing the lease would send the message again at once.
+            if (decided.action === 'defer-unknown-outcome') {
+              return this.#unknownOutcome(batch, err as SmtpSessionError, hop, address, { ...detail(), hopFailures: [...failures, hopFailure(hop, address, err, policy, decided)] });
+            }
+            if (signal.aborted) throw signal.reason;
+            if (decided.action === 'retry-fresh-connection') continue;
+            const failure = hopFailure(hop, address, err, policy, decided);
+            failures.push(failure);
+            if (decided.action === 'defer' || decided.action === 'bounce') {
+              return this.#allFrom(batch, failure, detail());
+            }
+            if (decided.action === 'next-mx') continue nextHop;
+            break;
+          } finally {
+            signal.removeEventListener('abort', abort);
           }
-        } finally {
-          signal.removeEventListener('abort', abort);
+
+          const verdicts = result.dataWithheld
+            ? this.#all(batch, { kind: 'transient', reason: LEASE_LOST, detail: { ...detail(), leaseLost: true } })
+            : this.#verdicts(batch, result, detail());
+          if (settle) {
+            // The verdicts are durable before the connection is RSET and carries anything else.
+            try {
+              await settle(verdicts);
+            } catch (err) {
+              session.destroy();
+              throw err;
+            }
+          }
+          await this.pool.give(key, session);
+          return verdicts;
         }
       }
     }
     return this.#noHopTookIt(batch, failures, base, started);
   }
 
+  #all(batch: DeliveryBatch, verdict: RecipientVerdict): Map<string, RecipientVerdict> {
+    return new Map(batch.recipients.map((r) => [r.recipientId, verdict]));
+  }
+
+  /**
+   * RFC 1047: the final dot was sent and no reply came. Recipients the server refused at RCPT keep
+   * that verdict; every accepted one may have the message, so none is sent it again right away.
+   */
+  #unknownOutcome(batch: DeliveryBatch, err: SmtpSessionError, hop: NextHop, address: string, detail: Record<string, unknown>): Map<string, RecipientVerdict> {
+    const unknown: RecipientVerdict = {
+      kind: 'unknown',
+      reason: `${hop.host}[${address}]: connection lost after the final dot; the message may have been delivered (RFC 1047)`,
+      replyCode: null,
+      enhancedCode: null,
+      remoteMta: hop.host,
+      detail: { ...detail, unknownOutcome: true, stage: 'dot', error: err.message },
+    };
+    const verdicts = new Map<string, RecipientVerdict>();
+    const refused = this.#verdicts(batch, { recipients: err.recipients ?? new Map() }, detail);
+    for (const r of batch.recipients) {
+      const rcpt = err.recipients?.get(r.address);
+      verdicts.set(r.recipientId, rcpt && !rcpt.accepted ? refused.get(r.recipientId)! : unknown);
+    }
+    return verdicts;
+  }
+
   #noHopTookIt(batch: DeliveryBatch, failures: HopFailure[], base: Record<string, unknown>, started: number): Map<string, RecipientVerdict> {
     const last = pickReason(failures);
     // The policy of the hop whose failure explains the outcome, so a deferral says what was demanded.
     const detail = { ...base, ...(last?.policy ? { policy: last.policy } : {}), hopFailures: failures, durationMs: Date.now() - started };
+    // Every address of every hop was tried and none could be reached or would greet.
+    const siteDown = failures.length > 0 && failures.every((f) => f.unreachable);
     // RFC 8689 §4.2.1/§5: REQUIRETLS with no MX that can keep it is bounced (5.7.30), never sent weaker.
     if (batch.requireTls && failures.length > 0 && failures.every((f) => f.permanentPolicy)) {
       const reason = `REQUIRETLS could not be honoured by any MX of ${batch.domain}: ${failures.map((f) => `${f.host}: ${f.reason}`).join('; ')}`;
@@ -264,6 +348,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
           enhancedCode: last?.reply?.enhanced ?? (last?.failure ? '4.7.5' : null),
           remoteMta: last?.host,
           detail,
+          ...(siteDown ? { siteDown: true } : {}),
         } satisfies RecipientVerdict,
       ]),
     );
@@ -299,7 +384,10 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   }
 
   #allFrom(batch: DeliveryBatch, failure: HopFailure, detail: Record<string, unknown>): Map<string, RecipientVerdict> {
-    const reply = failure.reply!;
+    const reply = failure.reply;
+    if (!reply) {
+      return this.#all(batch, { kind: 'transient', reason: `${failure.host}[${failure.address}]: ${failure.reason}`, remoteMta: failure.host, detail });
+    }
     const meaning = classifyReply(reply.code, reply.enhanced ?? null, reply.text);
     return new Map(
       batch.recipients.map((r) => [
@@ -344,7 +432,11 @@ function where(hop: NextHop, address: string) {
   return { mx: hop.host, ip: address, port: hop.port, hopSource: hop.source };
 }
 
-function hopFailure(hop: NextHop, address: string, err: unknown, policy: HopFailure['policy']): HopFailure {
+function hopFailure(hop: NextHop, address: string, err: unknown, policy: HopFailure['policy'], decided: TroubleDecision): HopFailure {
+  const judged = {
+    ...(decided.unreachable ? { unreachable: true } : {}),
+    ...(decided.policyBounce ? { permanentPolicy: true } : {}),
+  };
   if (err instanceof SmtpSessionError) {
     return {
       host: hop.host,
@@ -357,9 +449,22 @@ function hopFailure(hop: NextHop, address: string, err: unknown, policy: HopFail
       policy,
       reply: err.reply ? { code: err.reply.code, enhanced: err.reply.enhanced ?? null, text: err.reply.text } : undefined,
       tls: err.facts,
+      ...judged,
+      // A policy refusal (RFC 8689 §4.2.1) is not retried on a later attempt.
+      ...(decided.policyBounce ? { temporary: false } : {}),
     };
   }
-  return { host: hop.host, address, port: hop.port, stage: 'local', temporary: true, reason: (err as Error).message, policy };
+  return { host: hop.host, address, port: hop.port, stage: 'local', temporary: true, reason: (err as Error).message, policy, ...judged };
+}
+
+/**
+ * A destination's site: the next-hop set its mail goes to, so domains hosted on one provider are
+ * one destination for concurrency and throttling. The sorted MX host names, or `route:host:port`.
+ */
+export function siteFor(destination: Extract<Destination, { kind: 'hops' }>): string {
+  const route = destination.hops.find((h) => h.source === 'route');
+  if (route) return `route:${route.host.toLowerCase()}:${route.port}`;
+  return [...new Set(destination.hops.map((h) => h.host.toLowerCase().replace(/\.$/, '')))].sort().join(',');
 }
 
 /** The failure that explains the outcome best: a policy (TLS) failure or a reply beats a bare connection error. */

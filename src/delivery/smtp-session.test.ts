@@ -590,11 +590,11 @@ test('one session carries several messages over one TLS handshake, with RSET bet
 // ---------------------------------------------------------------------------------------------
 // Timeouts (RFC 5321 §4.5.3.2): every stage has its own, and each is a transient failure.
 
-const TIMEOUT_CASES: { stage: 'greeting' | 'rcpt' | 'data'; silentAt: 'greeting' | 'rcpt' | 'data' | 'dataEnd'; timeouts: Partial<Timeouts> }[] = [
+const TIMEOUT_CASES: { stage: 'greeting' | 'rcpt' | 'data' | 'dot'; silentAt: 'greeting' | 'rcpt' | 'data' | 'dataEnd'; timeouts: Partial<Timeouts> }[] = [
   { stage: 'greeting', silentAt: 'greeting', timeouts: { greeting: 300 } },
   { stage: 'rcpt', silentAt: 'rcpt', timeouts: { command: 300 } },
   { stage: 'data', silentAt: 'data', timeouts: { dataInit: 300 } },
-  { stage: 'data', silentAt: 'dataEnd', timeouts: { dataDone: 300 } },
+  { stage: 'dot', silentAt: 'dataEnd', timeouts: { dataDone: 300 } },
 ];
 
 for (const c of TIMEOUT_CASES) {
@@ -849,4 +849,41 @@ test('dotStuff doubles leading dots and terminates the data', () => {
 
 after(() => {
   certs.clear();
+});
+
+// ---------------------------------------------------------------------------------------------
+// The final dot (RFC 1047) and the hook before DATA
+
+test('a connection lost after the final dot fails at stage dot, not data, with MAIL accepted and the RCPT results attached', async () => {
+  await withSink({ tls: 'none', dropAfterDot: 1, replies: { rcpt: (a) => (a.startsWith('gone@') ? { code: 550, text: '5.1.1 no such user' } : undefined) } }, async (sink) => {
+    const s = await openSession(options(sink.port, 'none'));
+    try {
+      const err = await s.send({ from: 'sender@origin.test', to: ['a@dest.test', 'gone@dest.test'] }, MESSAGE).catch((e) => e);
+      assert.ok(err instanceof SmtpSessionError, String(err));
+      assert.deepEqual([err.stage, err.kind, err.mailAccepted], ['dot', 'connection', true]);
+      assert.deepEqual([...err.recipients!].map(([a, r]) => [a, r.accepted]), [['a@dest.test', true], ['gone@dest.test', false]]);
+      assert.equal(sink.messages().length, 1, 'the receiver has the message');
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+test('beforeData returning false withholds DATA, RSETs the transaction and leaves the session usable', async () => {
+  await withSink({ tls: 'none' }, async (sink) => {
+    const s = await openSession(options(sink.port, 'none'));
+    try {
+      let asked = 0;
+      const result = await s.send({ from: 'sender@origin.test', to: ['a@dest.test'] }, MESSAGE, { beforeData: () => (asked++, false) });
+      assert.deepEqual([asked, result.dataWithheld, result.data, result.recipients.get('a@dest.test')?.accepted], [1, true, undefined, true]);
+      assert.equal(s.usable, true);
+      const verbs = sink.sessions[0].commands.map((c) => c.line.split(/[ :]/)[0].toUpperCase());
+      assert.deepEqual(verbs.slice(-3), ['MAIL', 'RCPT', 'RSET']);
+      const again = await s.send({ from: 'sender@origin.test', to: ['a@dest.test'] }, MESSAGE, { beforeData: () => true });
+      assert.equal(again.data?.code, 250);
+      assert.equal(sink.messages().length, 1);
+    } finally {
+      await s.close();
+    }
+  });
 });

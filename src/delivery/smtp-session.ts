@@ -212,11 +212,28 @@ export interface RecipientResult extends Reply {
 export interface SendResult {
   /** Per recipient address as given in the envelope. */
   recipients: Map<string, RecipientResult>;
-  /** The reply to DATA (when not 354) or to the final dot; absent only when no RCPT was accepted. */
+  /** The reply to DATA (when not 354) or to the final dot; absent when no RCPT was accepted or DATA was withheld. */
   data?: Reply;
+  /** `beforeData` said no: recipients were accepted, DATA was never sent and the transaction was RSET. */
+  dataWithheld?: boolean;
 }
 
-export type SessionStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'mail' | 'rcpt' | 'data' | 'message';
+export interface SendHooks {
+  /**
+   * Asked once, after a RCPT was accepted and right before the DATA command. False withholds DATA:
+   * the transaction is RSET (RFC 5321 §4.1.1.5) and the session stays usable. Used to stop a
+   * worker that lost its lease from sending what another worker now owns.
+   */
+  beforeData?: () => boolean;
+}
+
+/**
+ * Where a session failed. `data` is the DATA command, its 354 and the message blocks up to the one
+ * carrying the final dot; `dot` starts once the final dot was handed to the socket and covers the
+ * wait for its reply (RFC 5321 §4.5.3.2.6). A failure at `dot` leaves the outcome unknown: the
+ * server may have taken the message (RFC 1047). `message` is a local refusal before MAIL.
+ */
+export type SessionStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'mail' | 'rcpt' | 'data' | 'dot' | 'message';
 
 export type SessionErrorKind =
   /** Refused, reset or closed by the peer. */
@@ -248,6 +265,10 @@ export class SmtpSessionError extends Error {
   readonly facts?: TlsFacts;
   /** `may` only: the handshake failed and one new plaintext connection is allowed. */
   readonly retryPlaintext: boolean;
+  /** The server had accepted MAIL FROM of the transaction that failed. */
+  readonly mailAccepted: boolean;
+  /** RCPT results of the failed transaction, when it failed after them (stages `data` and `dot`). */
+  readonly recipients?: Map<string, RecipientResult>;
 
   constructor(
     message: string,
@@ -259,6 +280,8 @@ export class SmtpSessionError extends Error {
       reply?: Reply;
       facts?: TlsFacts;
       retryPlaintext?: boolean;
+      mailAccepted?: boolean;
+      recipients?: Map<string, RecipientResult>;
     },
   ) {
     super(message);
@@ -270,6 +293,8 @@ export class SmtpSessionError extends Error {
     this.reply = init.reply;
     this.facts = init.facts;
     this.retryPlaintext = init.retryPlaintext ?? false;
+    this.mailAccepted = init.mailAccepted ?? false;
+    this.recipients = init.recipients;
   }
 }
 
@@ -515,6 +540,8 @@ export class SmtpSession {
   #closed = false;
   #serverClosing = false;
   #messagesSent = 0;
+  /** Of the transaction under way: MAIL FROM got a 2xx, and the RCPT results once known. */
+  #tx: { mailAccepted: boolean; recipients?: Map<string, RecipientResult> } = { mailAccepted: false };
   #onAbort = () => this.#die({ kind: 'aborted', message: 'aborted' });
   #onData = (chunk: Buffer) => this.#receive(chunk);
   #onError = (err: Error) => this.#die({ kind: 'connection', message: `connection error: ${describe(err)}` });
@@ -807,16 +834,18 @@ export class SmtpSession {
    * recipient was accepted. Recipient refusals are results; failures of the whole transaction
    * (MAIL refused, local refusals, timeouts, a lost connection) reject with SmtpSessionError.
    */
-  async send(envelope: Envelope, message: Buffer): Promise<SendResult> {
+  async send(envelope: Envelope, message: Buffer, hooks: SendHooks = {}): Promise<SendResult> {
     this.#enter('mail');
+    this.#tx = { mailAccepted: false };
     try {
-      return await this.#send(envelope, message);
+      return await this.#send(envelope, message, hooks);
     } finally {
+      this.#tx = { mailAccepted: false };
       this.#busy = false;
     }
   }
 
-  async #send(envelope: Envelope, message: Buffer): Promise<SendResult> {
+  async #send(envelope: Envelope, message: Buffer, hooks: SendHooks): Promise<SendResult> {
     const ext = this.#ext;
     const from = envelope.from ?? '';
     const results = new Map<string, RecipientResult>();
@@ -873,6 +902,7 @@ export class SmtpSession {
       this.#write([mailLine, ...rcptLines].map((l) => l + '\r\n').join(''), 1 + rcptLines.length);
       mail = await this.#read('mail', this.#t.command);
       this.#time('MAIL', started, mail.code);
+      this.#tx.mailAccepted = mail.code >= 200 && mail.code < 300;
       // After a 421 the server closes: the replies still owed will never come.
       for (let i = 0; i < rcptLines.length && !this.#serverClosing; i++) {
         const r = await this.#read('rcpt', this.#t.command);
@@ -881,7 +911,8 @@ export class SmtpSession {
       }
     } else {
       mail = await this.#command(mailLine, 'MAIL', 'mail', this.#t.command);
-      if (mail.code >= 200 && mail.code < 300) {
+      this.#tx.mailAccepted = mail.code >= 200 && mail.code < 300;
+      if (this.#tx.mailAccepted) {
         for (const line of rcptLines) {
           const r = await this.#command(line, 'RCPT', 'rcpt', this.#t.command);
           rcptReplies.push(r);
@@ -896,6 +927,7 @@ export class SmtpSession {
       results.set(to, { ...r, accepted: r.code >= 200 && r.code < 300 });
     });
     const recipients = ordered(envelope.to, results);
+    this.#tx.recipients = recipients;
     if (this.#serverClosing) {
       // Accepted recipients without DATA are not delivered: the whole transaction failed.
       const closing = rcptReplies.find((r) => r.code === 421) ?? { code: 421, text: 'the server is closing the connection' };
@@ -907,6 +939,10 @@ export class SmtpSession {
       return { recipients };
     }
 
+    if (hooks.beforeData && !hooks.beforeData()) {
+      await this.#resetQuietly();
+      return { recipients, dataWithheld: true };
+    }
     const go = await this.#command('DATA', 'DATA', 'data', this.#t.dataInit);
     if (go.code !== 354) {
       if (!this.#serverClosing) await this.#resetQuietly();
@@ -914,7 +950,7 @@ export class SmtpSession {
     }
     const started = performance.now();
     await this.#writeData(dotStuff(message));
-    const done = await this.#read('data', this.#t.dataDone);
+    const done = await this.#read('dot', this.#t.dataDone);
     this.#time('DATA-END', started, done.code);
     if (done.code >= 200 && done.code < 300) this.#messagesSent++;
     return { recipients, data: done };
@@ -1099,18 +1135,21 @@ export class SmtpSession {
     const socket = this.#socket;
     let batch: Buffer[] = [];
     let batched = 0;
-    const flush = async () => {
+    // Once the block with the final dot is in the socket the server may complete the transaction
+    // whatever happens to us next, so a failure from there on is `dot`, not `data` (RFC 1047).
+    const flush = async (withDot: boolean) => {
       if (batched === 0) return;
       const buf = batch.length === 1 ? batch[0] : Buffer.concat(batch, batched);
       batch = [];
       batched = 0;
       if (this.#death) throw this.#deathError('data');
+      const stage: SessionStage = withDot ? 'dot' : 'data';
       if (socket.write(buf)) return;
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => {
           cleanup();
           this.#die({ kind: 'timeout', message: `data block not accepted within ${this.#t.dataBlock} ms` });
-          reject(this.#deathError('data'));
+          reject(this.#deathError(stage));
         }, this.#t.dataBlock);
         const onDrain = () => {
           cleanup();
@@ -1118,7 +1157,7 @@ export class SmtpSession {
         };
         const onGone = () => {
           cleanup();
-          reject(this.#deathError('data'));
+          reject(this.#deathError(stage));
         };
         const cleanup = () => {
           clearTimeout(timer);
@@ -1131,12 +1170,12 @@ export class SmtpSession {
     };
     // Counted before the first byte leaves: the reply may arrive while the last block drains.
     this.#outstanding += 1; // the reply to the final dot
-    for (const part of parts) {
-      batch.push(part);
-      batched += part.length;
-      if (batched >= WRITE_CHUNK) await flush();
+    for (let i = 0; i < parts.length; i++) {
+      batch.push(parts[i]);
+      batched += parts[i].length;
+      if (batched >= WRITE_CHUNK) await flush(i === parts.length - 1);
     }
-    await flush();
+    await flush(true);
   }
 
   async #resetQuietly(): Promise<void> {
@@ -1180,7 +1219,16 @@ export class SmtpSession {
     temporary: boolean,
     extra: { failure?: TlsFailure; reply?: Reply; retryPlaintext?: boolean } = {},
   ): SmtpSessionError {
-    return new SmtpSessionError(message, { stage, kind, temporary, facts: structuredClone(this.facts), ...extra });
+    const tx = this.#tx;
+    return new SmtpSessionError(message, {
+      stage,
+      kind,
+      temporary,
+      facts: structuredClone(this.facts),
+      mailAccepted: tx.mailAccepted,
+      ...(tx.recipients && (stage === 'data' || stage === 'dot') ? { recipients: tx.recipients } : {}),
+      ...extra,
+    });
   }
 
   #replyError(what: string, stage: SessionStage, reply: Reply): SmtpSessionError {

@@ -381,6 +381,7 @@ test('TLS-Required: No, when the operator allows it, delivers despite MTA-STS en
         requireTls: false,
         recipients: [{ recipientId: 'r-trn', address: 'user@trn-allowed.test' } as never],
         content: async () => content,
+        leaseHeld: () => true,
       },
       new AbortController().signal,
     );

@@ -474,7 +474,9 @@ test('can accept STARTTLS and then never progress the handshake, for STARTTLS an
     assert.equal(err.timeoutType, 'UPGRADE_TIMEOUT');
     assert.equal(sink.sessions[0].silenced, 'tls-handshake');
     assert.equal(sink.sessions[0].tls, false);
-    assert.deepEqual(sink.sessions[0].commands.at(-1), { line: 'STARTTLS', tls: false, replyCode: 220, reply: ['Ready to start TLS'] });
+    const { at, ...last } = sink.sessions[0].commands.at(-1)!;
+    assert.equal(typeof at, 'number');
+    assert.deepEqual(last, { line: 'STARTTLS', tls: false, replyCode: 220, reply: ['Ready to start TLS'] });
   });
   await withSink({ tls: 'implicit', cert: good, silentAt: 'tls-handshake' }, async (sink) => {
     const c = client(sink, { secure: true, connectionTimeout: 400 });
@@ -515,4 +517,70 @@ test('two sinks stand for two MX hosts on one port at different loopback address
     await first.close();
     await second.close();
   }
+});
+
+// A raw client running one transaction on an open connection; resolves with the reply to the
+// final dot, or null when the connection ended without one.
+async function rawTransaction(s: import('node:net').Socket, r: ReplyReader, to: string, body: string): Promise<number | null> {
+  s.write(`MAIL FROM:<a@sender.test>\r\nRCPT TO:<${to}>\r\nDATA\r\n`);
+  for (const want of [250, 250, 354]) assert.equal((await r.next()).code, want);
+  s.write(`${body}.\r\n`);
+  return r.next(2_000).then(
+    (reply) => reply.code,
+    (err: Error) => {
+      assert.match(err.message, /connection closed/);
+      return null;
+    },
+  );
+}
+
+async function rawSession(sink: SmtpSink): Promise<{ s: import('node:net').Socket; r: ReplyReader }> {
+  const s = await connectPlain(sink.port);
+  const r = new ReplyReader(s);
+  assert.equal((await r.next()).code, 220);
+  s.write('EHLO raw.lacre.test\r\n');
+  assert.equal((await r.next()).code, 250);
+  return { s, r };
+}
+
+test('dropAfterDot closes the connection after the final dot of every later message without replying, and still records the message', async () => {
+  await withSink({ tls: 'none', dropAfterDot: 'after-first' }, async (sink) => {
+    const first = await rawSession(sink);
+    try {
+      assert.equal(await rawTransaction(first.s, first.r, 'b@rcpt.test', 'Subject: one\r\n\r\nx\r\n'), 250);
+      assert.equal(await rawTransaction(first.s, first.r, 'b@rcpt.test', 'Subject: two\r\n\r\nx\r\n'), null, 'no reply to the second dot');
+    } finally {
+      first.s.destroy();
+    }
+    // A new connection counts from one again.
+    const second = await rawSession(sink);
+    try {
+      assert.equal(await rawTransaction(second.s, second.r, 'b@rcpt.test', 'Subject: three\r\n\r\nx\r\n'), 250);
+    } finally {
+      second.s.destroy();
+    }
+    const got = sink.messages();
+    assert.deepEqual(got.map((m) => [/Subject: (\w+)/.exec(m.data.toString())?.[1], m.dropped ?? false]), [['one', false], ['two', true], ['three', false]]);
+    assert.equal(sink.sessions[0].dropped, 'dataEnd');
+    assert.equal(sink.sessions[0].transactions[1].dataEndReplyCode, undefined);
+    assert.equal(sink.sessions[1].dropped, undefined);
+  });
+});
+
+test('dropAtMail closes the connection on the chosen MAIL FROM without replying, as an idle server that went away', async () => {
+  await withSink({ tls: 'none', dropAtMail: 2 }, async (sink) => {
+    const { s, r } = await rawSession(sink);
+    try {
+      assert.equal(await rawTransaction(s, r, 'b@rcpt.test', 'Subject: one\r\n\r\nx\r\n'), 250);
+      s.write('MAIL FROM:<a@sender.test>\r\n');
+      await assert.rejects(r.next(2_000), /connection closed/);
+    } finally {
+      s.destroy();
+    }
+    assert.equal(sink.sessions[0].dropped, 'mail');
+    assert.equal(sink.sessions[0].commands.at(-1)?.line, 'MAIL FROM:<a@sender.test>');
+    assert.equal(sink.sessions[0].commands.at(-1)?.replyCode, undefined);
+    assert.ok(sink.sessions[0].commands.every((c) => c.at > 0 && c.at <= Date.now()), 'arrival times recorded');
+    assert.equal(sink.messages().length, 1);
+  });
 });

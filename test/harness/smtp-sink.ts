@@ -17,6 +17,11 @@ import type { IssuedCert } from './ca.ts';
 
 export type SinkTlsMode = 'starttls' | 'none' | 'implicit';
 
+/** Which occurrence within a session: the Nth (1-based), or every one after the first. */
+export type SinkNth = number | 'after-first';
+
+const isNth = (spec: SinkNth | undefined, n: number): boolean => (spec === 'after-first' ? n > 1 : spec === n);
+
 /** Points where a reply can be replaced, delayed or withheld. `dataEnd` is the reply to the final dot. */
 export type SinkStage = 'greeting' | 'ehlo' | 'helo' | 'starttls' | 'mail' | 'rcpt' | 'data' | 'dataEnd';
 
@@ -80,6 +85,17 @@ interface SinkCommonOptions {
   delayMs?: number | Partial<Record<SinkStage | 'other', number>>;
   /** Never answer from this stage on; the connection stays open until the client or close() drops it. */
   silentAt?: SinkSilentStage;
+  /**
+   * Close the connection right after the final dot of the Nth message of a session (1-based), or
+   * of every message after the first, without replying. The message is still recorded, marked
+   * `dropped`, so a test can count how often the receiver got it (RFC 1047's duplicate problem).
+   */
+  dropAfterDot?: SinkNth;
+  /**
+   * Close the connection without replying when the Nth MAIL FROM of a session arrives (or every
+   * one after the first): what a client sees of a pooled connection the server closed while idle.
+   */
+  dropAtMail?: SinkNth;
   advertise?: SinkAdvertise;
   /** smtp-server's idle timeout (421 afterwards). Long by default so silence stays silent. */
   idleTimeoutMs?: number;
@@ -106,6 +122,8 @@ export type SmtpSinkOptions = SinkCommonOptions &
 
 export interface SinkCommand {
   line: string;
+  /** Date.now() when the command arrived. */
+  at: number;
   /** Whether the command arrived over TLS. */
   tls: boolean;
   replyCode?: number;
@@ -155,6 +173,8 @@ export interface SinkSession {
   transcript: SinkTranscriptLine[];
   /** The stage at which the sink went silent, if it did. */
   silenced?: SinkSilentStage;
+  /** Where the sink dropped the connection on purpose (dropAtMail, dropAfterDot). */
+  dropped?: 'mail' | 'dataEnd';
   errors: string[];
   closed: boolean;
 }
@@ -168,6 +188,8 @@ export interface DeliveredMessage {
   tls: boolean;
   tlsProtocol?: string;
   tlsCipher?: string;
+  /** Received in full, then the connection was dropped without a reply (dropAfterDot). */
+  dropped?: boolean;
 }
 
 export interface SmtpSink {
@@ -232,6 +254,9 @@ interface ConnState {
   /** Replacement for the next reply: always (dataEnd) or only if it is a success reply. */
   rewrite?: { reply: SinkReply; always: boolean };
   tx?: SinkTransaction;
+  /** MAIL commands and complete messages so far on this connection, for dropAtMail/dropAfterDot. */
+  mails: number;
+  messages: number;
 }
 
 export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink> {
@@ -345,6 +370,15 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
           tx.data = Buffer.concat(chunks);
           tx.sizeExceeded = stream.sizeExceeded;
         }
+        if (isNth(options.dropAfterDot, ++st.messages) && tx) {
+          // Received, never answered: the client cannot know whether the message arrived.
+          delivered.push(deliveredOf(st, tx, true));
+          st.tx = undefined;
+          st.rec.dropped = 'dataEnd';
+          st.conn._socket.destroy();
+          notify();
+          return;
+        }
         notify();
         later(delayFor('dataEnd'), () => {
           if (silentAt === 'dataEnd') {
@@ -358,19 +392,7 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
             if (!tx) return;
             tx.dataEndReplyCode = code;
             tx.dataEndReply = lines;
-            if (code < 400 && tx.data) {
-              delivered.push({
-                sessionId: st.rec.id,
-                mailFrom: tx.mailFrom,
-                rcptTo: tx.rcptTo
-                  .filter((r) => r.replyCode !== undefined && r.replyCode < 400)
-                  .map(({ address, params }) => ({ address, params })),
-                data: tx.data,
-                tls: tx.tls,
-                tlsProtocol: st.rec.tlsProtocol,
-                tlsCipher: st.rec.tlsCipher,
-              });
-            }
+            if (code < 400 && tx.data) delivered.push(deliveredOf(st, tx, false));
           };
           st.tx = undefined;
           callback();
@@ -393,6 +415,19 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
     if (!errors.includes(err)) errors.push(err);
     notify();
   });
+
+  function deliveredOf(st: ConnState, tx: SinkTransaction, dropped: boolean): DeliveredMessage {
+    return {
+      sessionId: st.rec.id,
+      mailFrom: tx.mailFrom,
+      rcptTo: tx.rcptTo.filter((r) => r.replyCode !== undefined && r.replyCode < 400).map(({ address, params }) => ({ address, params })),
+      data: tx.data!,
+      tls: tx.tls,
+      tlsProtocol: st.rec.tlsProtocol,
+      tlsCipher: st.rec.tlsCipher,
+      ...(dropped ? { dropped: true } : {}),
+    };
+  }
 
   function recordTls(rec: SinkSession, socket: tls.TLSSocket) {
     rec.tls = true;
@@ -423,7 +458,7 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
 
   function instrument(conn: ServerConnection, socket: net.Socket) {
     const rec = newSession(socket, conn.remoteAddress, conn.remotePort, conn.id);
-    const st: ConnState = { rec, conn };
+    const st: ConnState = { rec, conn, mails: 0, messages: 0 };
     states.set(conn.id, st);
     if (options.tls === 'implicit' && 'getProtocol' in socket) {
       recordTls(rec, socket as tls.TLSSocket);
@@ -471,7 +506,7 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
       if (conn._upgrading) return originalOnCommand(command, callback);
 
       const next = callback ?? (() => {});
-      const cmd: SinkCommand = { line, tls: conn.secure };
+      const cmd: SinkCommand = { line, at: Date.now(), tls: conn.secure };
       rec.commands.push(cmd);
       const verb = line.trim().split(/[\s:]/, 1)[0].toUpperCase();
       const stage = STAGE_OF_VERB[verb];
@@ -485,6 +520,11 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
       } else if (verb === 'RSET') {
         st.tx = undefined;
       } else if (stage === 'mail') {
+        if (isNth(options.dropAtMail, ++st.mails)) {
+          rec.dropped = 'mail';
+          conn._socket.destroy();
+          return notify();
+        }
         const path = parseSmtpPath(line);
         if (path) {
           const tx: SinkTransaction = { mailFrom: path, rcptTo: [], tls: conn.secure };
