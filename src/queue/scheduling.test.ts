@@ -197,3 +197,29 @@ test('a dead site costs one probe per retry, not one timeout per message', async
     await data.close();
   }
 });
+
+test('a lost reply to the final dot is recorded as an unknown outcome and deferred with backoff, not resent at once', async () => {
+  const data = await openTempData({ schedule });
+  const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['once@one.test'], content, source: 'api' });
+  let calls = 0;
+  const runner = runnerFor(data, {
+    async deliver(batch) {
+      calls++;
+      return all(batch, { kind: 'unknown', reason: 'mx.one.test[127.0.0.1]: connection lost after the final dot; the message may have been delivered (RFC 1047)', detail: { unknownOutcome: true, stage: 'dot' } });
+    },
+  });
+  runner.start();
+  try {
+    await waitFor('the attempt recorded', async () => (await data.store.countByState()).deferred === 1, 5_000);
+  } finally {
+    await runner.stop(1_000);
+  }
+  const view = (await data.store.getMessage(messageId))!;
+  await data.close();
+  assert.equal(calls, 1);
+  const [r] = view.recipients;
+  assert.equal(r.state, 'deferred');
+  assert.equal(r.attempts[0].outcome, 'unknown');
+  assert.match(r.reason!, /may have been delivered/);
+  assert.ok(Date.parse(r.nextAttemptAt!) - Date.parse(r.attempts[0].endedAt!) >= schedule.minBackoffMs - 5);
+});

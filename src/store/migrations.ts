@@ -309,6 +309,46 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX recipients_pending ON recipients (next_attempt_at, message_id, position) WHERE state IN ('queued', 'deferred')`,
     ],
   },
+  {
+    version: 10,
+    name: 'tlsrpt-report-leases',
+    statements: () => [
+      // A report being sent is held by a real lease (store/leases.ts), renewed while it is sent and
+      // fencing every write about it, instead of `sending` + updated_at: a run slower than the claim
+      // window no longer lets a second run send the same report. `sending` stays the state while held.
+      `ALTER TABLE tlsrpt_reports ADD COLUMN lease_owner TEXT`,
+      `ALTER TABLE tlsrpt_reports ADD COLUMN lease_token TEXT`,
+      `ALTER TABLE tlsrpt_reports ADD COLUMN lease_expires_at BIGINT`,
+      // A report a run before this version was sending keeps the 15-minute window it was claimed for.
+      `UPDATE tlsrpt_reports SET lease_expires_at = updated_at + 900000 WHERE state = 'sending'`,
+    ],
+  },
+  {
+    version: 11,
+    name: 'attempt-unknown-outcome',
+    statements: ({ blob }) => [
+      // RFC 1047: a connection lost after the final dot leaves the outcome unknown (the message may
+      // have arrived); such an attempt is recorded as `unknown`, never as a clean deferral. SQLite
+      // cannot change a CHECK constraint in place, so the table is rebuilt with its rows.
+      `CREATE TABLE attempts_v11 (
+         id TEXT PRIMARY KEY,
+         recipient_id TEXT NOT NULL REFERENCES recipients(id) ON DELETE CASCADE,
+         message_id TEXT NOT NULL,
+         worker TEXT NOT NULL,
+         started_at BIGINT NOT NULL,
+         ended_at BIGINT,
+         outcome TEXT CHECK (outcome IN ('delivered', 'deferred', 'unknown', 'bounced', 'failed', 'abandoned', 'released')),
+         reply_code INTEGER,
+         enhanced_code TEXT,
+         detail_sealed ${blob}
+       )`,
+      `INSERT INTO attempts_v11 (id, recipient_id, message_id, worker, started_at, ended_at, outcome, reply_code, enhanced_code, detail_sealed)
+         SELECT id, recipient_id, message_id, worker, started_at, ended_at, outcome, reply_code, enhanced_code, detail_sealed FROM attempts`,
+      `DROP TABLE attempts`,
+      `ALTER TABLE attempts_v11 RENAME TO attempts`,
+      `CREATE INDEX attempts_recipient ON attempts (recipient_id, started_at)`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {
