@@ -15,23 +15,31 @@ const COUNTS: TlsRptCounts = {
   details: [{ detail: { resultType: 'certificate-expired', receivingIp: '192.0.2.1' }, count: 2 }],
 };
 
-const claim = (table: TlsRptTable, now: number, maxAttempts = 3) =>
-  table.claimReport({ day: '2026-04-01', domainHash: table.domainHash('rcpt.test'), now, claimMs: 60_000, maxAttempts, newReportId: () => 'r1' });
+const claim = (table: TlsRptTable, now: number, maxAttempts = 3, owner = 'run-1') =>
+  table.claimReport({ day: '2026-04-01', domainHash: table.domainHash('rcpt.test'), now, owner, leaseMs: 60_000, maxAttempts, newReportId: () => 'r1' });
 
-test('a claim keeps other runs off until it is finished or goes stale; done and exhausted reports are not claimed', async () => {
+// The claim without its fresh token, for comparing.
+const plain = (c: Awaited<ReturnType<typeof claim>>) => c && { reportId: c.reportId, attempt: c.attempt, delivered: c.delivered, leaseUntil: c.leaseUntil };
+
+test('a lease keeps other runs off until it is finished or runs out; done and exhausted reports are not claimed', async () => {
   const data = await openTempData();
   try {
     const table = new TlsRptTable(data.store.engine, data.sealer);
     const hash = table.domainHash('rcpt.test');
-    assert.deepEqual(await claim(table, 1000), { reportId: 'r1', attempt: 1, delivered: [] });
-    assert.equal(await claim(table, 2000), null, 'claimed a moment ago by another run');
-    assert.deepEqual(await claim(table, 1000 + 60_000), { reportId: 'r1', attempt: 2, delivered: [] }, 'a stale claim is taken over');
-    await table.updateReport('2026-04-01', hash, 'failed', { delivered: ['mailto:a@rcpt.test'], errors: [{ uri: 'https://r.rcpt.test/', error: 'the receiver answered 500' }] }, 70_000);
-    assert.deepEqual(await claim(table, 80_000), { reportId: 'r1', attempt: 3, delivered: ['mailto:a@rcpt.test'] });
-    await table.updateReport('2026-04-01', hash, 'failed', { delivered: ['mailto:a@rcpt.test'] }, 90_000);
+    const first = await claim(table, 1000);
+    assert.deepEqual(plain(first), { reportId: 'r1', attempt: 1, delivered: [], leaseUntil: 61_000 });
+    assert.equal(await claim(table, 2000, 3, 'run-2'), null, 'leased a moment ago by another run');
+    const second = (await claim(table, 1000 + 60_000, 3, 'run-2'))!;
+    assert.deepEqual(plain(second), { reportId: 'r1', attempt: 2, delivered: [], leaseUntil: 121_000 }, 'a lease run out is taken over');
+    assert.equal(await table.updateReport('2026-04-01', hash, first!.token, 'sent', { delivered: ['mailto:a@rcpt.test'] }, 62_000), false, 'the first run is fenced out');
+    assert.equal(await table.updateReport('2026-04-01', hash, second.token, 'failed', { delivered: ['mailto:a@rcpt.test'], errors: [{ uri: 'https://r.rcpt.test/', error: 'the receiver answered 500' }] }, 70_000), true);
+    const third = (await claim(table, 80_000))!;
+    assert.deepEqual(plain(third), { reportId: 'r1', attempt: 3, delivered: ['mailto:a@rcpt.test'], leaseUntil: 140_000 }, 'a finished attempt frees the report at once');
+    await table.updateReport('2026-04-01', hash, third.token, 'failed', { delivered: ['mailto:a@rcpt.test'] }, 90_000);
     assert.equal(await claim(table, 100_000), null, 'out of attempts');
-    assert.ok(await claim(table, 100_000, 4), 'a higher bound allows another');
-    await table.updateReport('2026-04-01', hash, 'sent', { delivered: ['mailto:a@rcpt.test', 'https://r.rcpt.test/'] }, 110_000);
+    const fourth = (await claim(table, 100_000, 4))!;
+    assert.ok(fourth, 'a higher bound allows another');
+    await table.updateReport('2026-04-01', hash, fourth.token, 'sent', { delivered: ['mailto:a@rcpt.test', 'https://r.rcpt.test/'] }, 110_000);
     assert.equal(await claim(table, 1_000_000, 99), null, 'sent is final');
     const row = await table.report('2026-04-01', hash);
     assert.deepEqual([row!.state, row!.attempts, row!.reportId, row!.detail!.delivered.length], ['sent', 4, 'r1', 2]);
@@ -61,8 +69,8 @@ test('master key rotation re-seals every TLS-RPT value and they still open', asy
   try {
     const table = new TlsRptTable(store.engine, store.sealer);
     await table.addCounts([COUNTS]);
-    await claim(table, 1);
-    await table.updateReport('2026-04-01', table.domainHash('rcpt.test'), 'failed', { delivered: [], errors: [{ error: 'x' }] }, 2);
+    const claimed = (await claim(table, 1))!;
+    await table.updateReport('2026-04-01', table.domainHash('rcpt.test'), claimed.token, 'failed', { delivered: [], errors: [{ error: 'x' }] }, 2);
     await store.close();
 
     const after = rotateMasterKeyFile(before, dataDir);

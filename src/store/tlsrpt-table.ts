@@ -1,11 +1,13 @@
 // TLS-RPT (RFC 8460) counts and report states: per UTC day, recipient domain and policy, the
 // session counts and the grouped failure details, and for each (day, domain) whether its report
 // went out. Recipient domains are personal data: rows are keyed by the domain's keyed hash (the
-// same one the queue keeps), and the domain, the policy and every failure detail are sealed.
-// May import: ../sealing, ./engine, ./ids.
+// same one the queue keeps), and the domain, the policy and every failure detail are sealed. A run
+// sending a report holds it by a lease (./leases.ts) that fences every write about it.
+// May import: ../sealing, ./engine, ./ids, ./leases.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { uuidv7 } from './ids.ts';
+import { LEASE_CLEAR, LEASE_FENCE, LeaseTable } from './leases.ts';
 
 /** The policy sessions were counted under (RFC 8460 §4.4 `policy`), as the collector gives it. */
 export interface TlsRptPolicy {
@@ -56,6 +58,10 @@ export interface TlsRptReportDetail {
 }
 
 export interface TlsRptClaim {
+  /** The lease token: every write about the report until it is finished must carry it. */
+  token: string;
+  /** When the lease ends unless renewed. */
+  leaseUntil: number;
   reportId: string;
   /** Attempts including this one. */
   attempt: number;
@@ -81,10 +87,12 @@ function canonical(value: unknown): string {
 export class TlsRptTable {
   readonly #engine: SqlEngine;
   readonly #sealer: Sealer;
+  readonly #leases: LeaseTable;
 
   constructor(engine: SqlEngine, sealer: Sealer) {
     this.#engine = engine;
     this.#sealer = sealer;
+    this.#leases = new LeaseTable(engine, 'tlsrpt_reports');
   }
 
   /** The keyed hash rows are found by: the store's domain hash, so it matches the queue's. */
@@ -174,50 +182,76 @@ export class TlsRptTable {
   }
 
   /**
-   * Takes a report to work on, or returns null when it is done (sent, no-rua), out of attempts,
-   * or claimed by another run within `claimMs`. The report-id is made once and kept across
-   * retries, so a receiver can tell a repeat from a new report.
+   * Leases a report to `owner` for `leaseMs`, or returns null when it is done (sent, no-rua), out
+   * of attempts, or leased by another run whose lease has not run out. The report-id is made once
+   * and kept across retries, so a receiver can tell a repeat from a new report.
    */
   async claimReport(options: {
     day: string;
     domainHash: string;
     now: number;
-    claimMs: number;
+    owner: string;
+    leaseMs: number;
     maxAttempts: number;
     newReportId: () => string;
   }): Promise<TlsRptClaim | null> {
     const { day, domainHash, now } = options;
+    const lease = { owner: options.owner, token: uuidv7(now), until: now + options.leaseMs };
     return this.#engine.transaction(async (tx) => {
       const row = await tx.get<ReportRow>('SELECT * FROM tlsrpt_reports WHERE day = ? AND domain_hash = ?', [day, domainHash]);
       if (!row) {
         const reportId = options.newReportId();
+        const id = uuidv7(now);
         await tx.run(
           `INSERT INTO tlsrpt_reports (id, day, domain_hash, report_id, state, attempts, detail_sealed, updated_at)
            VALUES (?, ?, ?, ?, 'sending', 1, NULL, ?)`,
-          [uuidv7(now), day, domainHash, reportId, now],
+          [id, day, domainHash, reportId, now],
         );
-        return { reportId, attempt: 1, delivered: [] };
+        await this.#leases.take(tx, [id], lease);
+        return { token: lease.token, leaseUntil: lease.until, reportId, attempt: 1, delivered: [] };
       }
       const current = this.#reportRow(row);
       if (current.state === 'sent' || current.state === 'no-rua') return null;
       if (current.attempts >= options.maxAttempts) return null;
-      if (current.state === 'sending' && now - current.updatedAt < options.claimMs) return null;
+      if (row.lease_expires_at !== null && Number(row.lease_expires_at) > now) return null;
       await tx.run(`UPDATE tlsrpt_reports SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?`, [now, row.id]);
-      return { reportId: current.reportId, attempt: current.attempts + 1, delivered: current.detail?.delivered ?? [] };
+      await this.#leases.take(tx, [row.id], lease);
+      return {
+        token: lease.token,
+        leaseUntil: lease.until,
+        reportId: current.reportId,
+        attempt: current.attempts + 1,
+        delivered: current.detail?.delivered ?? [],
+      };
     });
   }
 
-  /** Records progress or the outcome of a claimed report. */
-  async updateReport(day: string, domainHash: string, state: TlsRptReportState, detail: TlsRptReportDetail, now: number): Promise<void> {
-    await this.#engine.transaction((tx) =>
-      tx.run('UPDATE tlsrpt_reports SET state = ?, detail_sealed = ?, updated_at = ? WHERE day = ? AND domain_hash = ?', [
-        state,
-        this.#sealer.seal(JSON.stringify(detail), REPORT),
-        now,
-        day,
-        domainHash,
-      ]),
+  /**
+   * Records progress (`sending`: the lease stays) or the outcome (the lease ends) of a claimed
+   * report, fenced by its lease token. False when the lease was taken over: the report is another
+   * run's now, and nothing is written.
+   */
+  async updateReport(
+    day: string,
+    domainHash: string,
+    token: string,
+    state: TlsRptReportState,
+    detail: TlsRptReportDetail,
+    now: number,
+  ): Promise<boolean> {
+    const { changes } = await this.#engine.transaction((tx) =>
+      tx.run(
+        `UPDATE tlsrpt_reports SET state = ?, detail_sealed = ?, updated_at = ?${state === 'sending' ? '' : `, ${LEASE_CLEAR}`}
+          WHERE day = ? AND domain_hash = ? AND ${LEASE_FENCE}`,
+        [state, this.#sealer.seal(JSON.stringify(detail), REPORT), now, day, domainHash, token],
+      ),
     );
+    return changes === 1;
+  }
+
+  /** Extends a report's lease to `until` while it is being sent; false once it was lost. */
+  async renewReport(owner: string, token: string, until: number): Promise<boolean> {
+    return (await this.#leases.renew(owner, [token], until)).length === 1;
   }
 
   /** Deletes counts and report states of days before `day`: kept only as long as they are useful. */
@@ -257,6 +291,9 @@ interface ReportRow {
   attempts: number;
   detail_sealed: Uint8Array | null;
   updated_at: number;
+  lease_owner: string | null;
+  lease_token: string | null;
+  lease_expires_at: number | null;
 }
 
 /** Domains are counted in their DNS form: lower case, no final dot. */

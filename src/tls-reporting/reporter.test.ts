@@ -431,3 +431,72 @@ test('one domain whose report cannot be built does not hold up the others', asyn
     await env.close();
   }
 });
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+test('two reporters racing for the same (day, domain) send one report, though its sending outlasts the lease', async () => {
+  const env = await setup();
+  try {
+    await env.seed();
+    env.dns.add(`_smtp._tls.${DOMAIN}`, { type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:tls@rcpt-probe.test' });
+    const leaseMs = 600;
+    const started = Date.now();
+    const clock = () => NOW + (Date.now() - started);
+    // Queuing the report mail takes three leases: only renewal keeps the second reporter off.
+    const submit = async (m: ReportMessage) => {
+      env.submitted.push(m);
+      await sleep(3 * leaseMs);
+    };
+    const first = env.reporter({ owner: 'node-1', leaseMs, clock, submit });
+    const second = env.reporter({ owner: 'node-2', leaseMs, clock, submit });
+    const [a, b] = await Promise.all([first.runDay(DAY), sleep(2 * leaseMs).then(() => second.runDay(DAY))]);
+    assert.equal(a[0].state, 'sent');
+    assert.deepEqual(b, [{ day: DAY, domain: DOMAIN, state: 'skipped' }]);
+    assert.equal(env.submitted.length, 1);
+    const row = await env.table.report(DAY, env.table.domainHash(DOMAIN));
+    assert.deepEqual([row!.state, row!.attempts], ['sent', 1]);
+  } finally {
+    await env.close();
+  }
+});
+
+test('a reporter whose lease was taken over cannot record the outcome', async () => {
+  const env = await setup();
+  try {
+    await env.seed();
+    env.dns.add(`_smtp._tls.${DOMAIN}`, { type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:tls@rcpt-probe.test' });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let sending = false;
+    // Stalls past its lease, then fails: recording that would undo the other run's success.
+    const stalled = env.reporter({
+      owner: 'node-1',
+      submit: async () => {
+        sending = true;
+        await gate;
+        throw new Error('the queue refused the report mail');
+      },
+    });
+    const first = stalled.runDay(DAY);
+    await waitFor('the first run to be sending', () => sending);
+    const later = NOW + 10 * 60_000;
+    const [taken] = await env.reporter({ owner: 'node-2', clock: () => later }).runDay(DAY);
+    assert.equal(taken.state, 'sent');
+    assert.equal(taken.state === 'sent' && taken.attempt, 2);
+    release();
+    assert.deepEqual(await first, [{ day: DAY, domain: DOMAIN, state: 'skipped' }]);
+    const row = await env.table.report(DAY, env.table.domainHash(DOMAIN));
+    assert.deepEqual([row!.state, row!.attempts, row!.updatedAt, row!.detail], ['sent', 2, later, { delivered: ['mailto:tls@rcpt-probe.test'] }]);
+    assert.ok(env.logs.some((l) => l.level === 'warn' && /lease lost/.test(l.msg ?? '')));
+  } finally {
+    await env.close();
+  }
+});

@@ -7,11 +7,16 @@
 // its rua (`_smtp._tls.<domain>`), build the report, gzip it (§5.1) and deliver it to every rua;
 // record per (day, domain) whether it went (sent / no-rua / failed, retried on later runs up to a
 // bound). Runs once a day at a random time after 00:00 UTC (§4.1 asks senders to spread), and
-// once at start to catch up.
+// once at start to catch up. A report being sent is held by a lease (store/leases.ts through the
+// table), renewed every third of it while this run works on it, and every write about the report
+// is fenced by its token: a second run, here or on another node, neither sends it meanwhile nor
+// records over it. The shared lease-worker loop (lease/worker-loop.ts) is not used: it claims
+// continuously with concurrency slots, while reports are a once-a-day sequential walk whose
+// outcomes runDay returns to its caller; only the renewal is shared, through the same primitive.
 import { randomUUID } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
-import type { TlsRptClaim, TlsRptTable } from '../store/tlsrpt-table.ts';
+import type { TlsRptClaim, TlsRptReportDetail, TlsRptReportState, TlsRptTable } from '../store/tlsrpt-table.ts';
 import { addDays, DAY_MS, isDay, utcDay } from './days.ts';
 import { postReport, type HttpsTarget } from './https-post.ts';
 import { buildReportMail } from './mail.ts';
@@ -66,6 +71,10 @@ export interface TlsReporterOptions {
   /** After a run that left retryable failures, run again this much later. Default one hour. */
   retryDelayMs?: number;
   random?: () => number;
+  /** Lease owner name, unique per process. Default: a random one. */
+  owner?: string;
+  /** How long a claimed report is ours unless renewed (every third of it, while it is sent). Default 2 min. */
+  leaseMs?: number;
 }
 
 export type ReportOutcome =
@@ -81,9 +90,21 @@ const DEFAULTS = {
   catchUpDays: 7,
   retentionDays: 30,
   retryDelayMs: 3_600_000,
+  leaseMs: 120_000,
 };
-// A claim older than this is taken to belong to a run that died (DNS and every rua's timeout fit well inside).
-const CLAIM_MS = 15 * 60_000;
+/** A lease this close to its end counts as lost for starting a delivery: the renewal may come too late. */
+const LEASE_MARGIN_MS = 1_000;
+const MIN_HEARTBEAT_MS = 250;
+
+/** The report's lease was taken over (it ran out): another run owns the report and its outcome. */
+class LeaseLost extends Error {}
+
+interface ReportLease {
+  held(): boolean;
+  /** Records progress or the outcome, fenced by the lease; throws LeaseLost when it is gone. */
+  record(state: TlsRptReportState, detail: TlsRptReportDetail): Promise<void>;
+  end(): Promise<void>;
+}
 // §4.1 suggests delivering "after some delay, perhaps several hours": a random minute in this window.
 export const SPREAD_MINUTES = { from: 10, to: 240 };
 
@@ -107,11 +128,13 @@ export class TlsReporter {
   #retry: NodeJS.Timeout | undefined;
   #running: Promise<void> = Promise.resolve();
   #offsetMs = 0;
+  readonly #owner: string;
 
   constructor(options: TlsReporterOptions) {
     const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
     this.#o = { ...DEFAULTS, ...(given as TlsReporterOptions) };
     this.#clock = options.clock ?? Date.now;
+    this.#owner = options.owner ?? `tlsrpt-${randomUUID()}`;
   }
 
   /** The report for one domain and day as it would be sent now, or null without counts. */
@@ -141,25 +164,69 @@ export class TlsReporter {
       day,
       domainHash,
       now: this.#clock(),
-      claimMs: CLAIM_MS,
+      owner: this.#owner,
+      leaseMs: this.#o.leaseMs,
       maxAttempts: this.#o.maxAttempts,
       newReportId,
     });
     if (!claim) return { day, domain, state: 'skipped' };
+    const lease = this.#hold(day, domainHash, claim);
     try {
-      return await this.#send(day, domain, domainHash, claim);
+      return await this.#send(day, domain, domainHash, claim, lease);
     } catch (err) {
+      if (err instanceof LeaseLost) {
+        logger.warn({ day, domain: tag, attempt: claim.attempt }, 'TLS report lease lost; another run has the report');
+        return { day, domain, state: 'skipped' };
+      }
       // A bug or a store failure with one domain must not hold up the others; the claim is
       // released as failed so a later run retries within the attempt bound.
       const errors = [{ error: (err as Error).message }];
-      await table.updateReport(day, domainHash, 'failed', { delivered: claim.delivered, errors }, this.#clock()).catch(() => {});
+      await lease.record('failed', { delivered: claim.delivered, errors }).catch(() => {});
       logger.warn({ day, domain: tag, attempt: claim.attempt, err: (err as Error).name }, 'TLS report run failed for a domain');
       return { day, domain, state: 'failed', reportId: claim.reportId, attempt: claim.attempt, errors };
+    } finally {
+      await lease.end();
     }
   }
 
-  async #send(day: string, domain: string, domainHash: string, claim: TlsRptClaim): Promise<ReportOutcome> {
-    const { table, logger } = this.#o;
+  /** Keeps a claimed report's lease alive while it is sent, and fences what is recorded about it. */
+  #hold(day: string, domainHash: string, claim: TlsRptClaim): ReportLease {
+    const { table, logger, leaseMs } = this.#o;
+    let until = claim.leaseUntil;
+    let lost = false;
+    let renewing: Promise<void> | null = null;
+    const margin = Math.min(LEASE_MARGIN_MS, Math.floor(leaseMs / 3));
+    const renew = async () => {
+      const next = this.#clock() + leaseMs;
+      try {
+        if (await table.renewReport(this.#owner, claim.token, next)) until = next;
+        else lost = true;
+      } catch (err) {
+        // Retried at the next beat; held() turns false if none succeeds before the lease's end.
+        logger.warn({ day, domain: domainHash.slice(0, 12), err: (err as Error).message }, 'renewing a TLS report lease failed');
+      }
+    };
+    const timer = setInterval(() => {
+      if (!lost) renewing ??= renew().finally(() => (renewing = null));
+    }, Math.max(MIN_HEARTBEAT_MS, Math.floor(leaseMs / 3)));
+    timer.unref();
+    return {
+      held: () => !lost && this.#clock() < until - margin,
+      record: async (state, detail) => {
+        if (!(await table.updateReport(day, domainHash, claim.token, state, detail, this.#clock()))) {
+          lost = true;
+          throw new LeaseLost();
+        }
+      },
+      end: async () => {
+        clearInterval(timer);
+        await renewing;
+      },
+    };
+  }
+
+  async #send(day: string, domain: string, domainHash: string, claim: TlsRptClaim, lease: ReportLease): Promise<ReportOutcome> {
+    const { logger } = this.#o;
     const tag = domainHash.slice(0, 12);
     const delivered = [...claim.delivered];
     let rua: RuaResult;
@@ -167,41 +234,44 @@ export class TlsReporter {
       rua = await this.#lookupRua(domain);
     } catch (err) {
       const errors = [{ error: `rua lookup failed: ${(err as Error).message}` }];
-      await table.updateReport(day, domainHash, 'failed', { delivered, errors }, this.#clock());
+      await lease.record('failed', { delivered, errors });
       logger.warn({ day, domain: tag, attempt: claim.attempt, code: (err as DnsError).code }, 'TLS report rua lookup failed; will retry');
       return { day, domain, state: 'failed', reportId: claim.reportId, attempt: claim.attempt, errors };
     }
     if (rua.kind === 'none') {
-      await table.updateReport(day, domainHash, 'no-rua', { delivered, reason: rua.reason }, this.#clock());
+      await lease.record('no-rua', { delivered, reason: rua.reason });
       logger.debug({ day, domain: tag }, 'domain takes no TLS reports');
       return { day, domain, state: 'no-rua', reason: rua.reason };
     }
     const report = await this.#report(domain, day, claim.reportId);
     if (!report) {
       // Counts vanished between listing and building (pruned): nothing to say.
-      await table.updateReport(day, domainHash, 'no-rua', { delivered, reason: 'no counts' }, this.#clock());
+      await lease.record('no-rua', { delivered, reason: 'no counts' });
       return { day, domain, state: 'no-rua', reason: 'no counts' };
     }
     const gz = gzipSync(serializeReport(report));
     const errors: Array<{ uri?: string; error: string }> = [];
     for (const uri of rua.uris) {
       if (delivered.includes(uri.uri)) continue;
+      // Not sent without the lease: the run that took it over sends this copy.
+      if (!lease.held()) throw new LeaseLost();
       try {
         await this.#deliver(uri, { domain: report.policies[0].policy['policy-domain'], day, reportId: claim.reportId, gz });
-        delivered.push(uri.uri);
-        // Kept as it happens, so a run that dies here does not send this copy again.
-        await table.updateReport(day, domainHash, 'sending', { delivered }, this.#clock());
       } catch (err) {
         errors.push({ uri: uri.uri, error: (err as Error).message });
         logger.debug({ day, domain: tag, scheme: uri.scheme, err: (err as Error).message }, 'TLS report delivery failed');
+        continue;
       }
+      delivered.push(uri.uri);
+      // Kept as it happens, so a run that dies here does not send this copy again.
+      await lease.record('sending', { delivered });
     }
     if (errors.length > 0) {
-      await table.updateReport(day, domainHash, 'failed', { delivered, errors }, this.#clock());
+      await lease.record('failed', { delivered, errors });
       logger.warn({ day, domain: tag, attempt: claim.attempt, failed: errors.length, delivered: delivered.length }, 'TLS report not delivered everywhere; will retry');
       return { day, domain, state: 'failed', reportId: claim.reportId, attempt: claim.attempt, errors };
     }
-    await table.updateReport(day, domainHash, 'sent', { delivered }, this.#clock());
+    await lease.record('sent', { delivered });
     logger.info({ day, domain: tag, rua: delivered.length }, 'TLS report sent');
     return { day, domain, state: 'sent', reportId: claim.reportId, attempt: claim.attempt, rua: delivered };
   }
