@@ -275,6 +275,7 @@ export class QueueRunner {
       now,
       leaseMs: this.#o.leaseMs,
       limit: window,
+      beyond: 100,
       exclude,
       pick: (candidates) => {
         looked = candidates.length;
@@ -314,9 +315,14 @@ export class QueueRunner {
       else if (ids.length < MAX_BATCH_RECIPIENTS) ids.push(c.id);
     }
     const sites = [...perSite.keys()];
-    // Rotate the starting site between claims, so no site is always first in line.
+    // Rotate the starting site between claims, so no site is always first in line, and let the
+    // sites with the fewest batches in flight go first: a freed slot goes to whoever has least.
     const offset = sites.length ? this.#rr++ % sites.length : 0;
-    const order = [...sites.slice(offset), ...sites.slice(0, offset)];
+    const rotated = [...sites.slice(offset), ...sites.slice(0, offset)];
+    const order = rotated
+      .map((s, i) => ({ s, i, busy: this.#busy.get(s) ?? 0 }))
+      .sort((a, b) => a.busy - b.busy || a.i - b.i)
+      .map((x) => x.s);
     const queues = new Map(order.map((s) => [s, [...perSite.get(s)!.values()]]));
     const room = new Map<string, number>();
     const deferring = new Map<string, string>();

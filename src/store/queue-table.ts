@@ -40,6 +40,8 @@ export interface ClaimOptions {
   limit: number;
   /** Destinations (domain hashes) to pass over: their sites are saturated or waiting for a probe. */
   exclude?: string[];
+  /** When the window is full, also look at up to this many due recipients of other destinations. */
+  beyond?: number;
   /**
    * Chooses, from the candidates in due order, the ids to lease (all of them when absent). Runs
    * inside the claim's transaction: it must be quick and must not touch the store.
@@ -118,15 +120,23 @@ export class QueueTable {
     const rows = await this.#engine.transaction(
       async (tx) => {
         // Same WHERE as the partial index recipients_pending, so due order comes without a sort.
-        const candidates = await tx.all<{ id: string; lease_token: string | null; domain_hash: string; message_id: string }>(
-          `SELECT id, lease_token, domain_hash, message_id FROM recipients
-            WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
-              AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
-              ${exclude.length ? `AND domain_hash NOT IN (${exclude.map(() => '?').join(', ')})` : ''}
-            ORDER BY next_attempt_at, message_id, position
-            LIMIT ? ${this.#engine.claimLockClause}`,
-          [now, now, ...exclude, limit],
-        );
+        const due = (skip: string[], n: number) =>
+          tx.all<{ id: string; lease_token: string | null; domain_hash: string; message_id: string }>(
+            `SELECT id, lease_token, domain_hash, message_id FROM recipients
+              WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
+                AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
+                ${skip.length ? `AND domain_hash NOT IN (${skip.map(() => '?').join(', ')})` : ''}
+              ORDER BY next_attempt_at, message_id, position
+              LIMIT ? ${this.#engine.claimLockClause}`,
+            [now, now, ...skip, n],
+          );
+        const candidates = await due(exclude, limit);
+        // A full window may be one big destination's backlog: look past it once for the others, so
+        // a message to another destination is never stuck behind it.
+        if (candidates.length === limit && (options.beyond ?? 0) > 0) {
+          const seen = [...new Set([...exclude, ...candidates.map((c) => c.domain_hash)])];
+          candidates.push(...(await due(seen, options.beyond!)));
+        }
         if (candidates.length === 0) return [];
         const wanted = pick
           ? new Set(pick(candidates.map((c) => ({ id: c.id, domainHash: c.domain_hash, messageId: c.message_id }))))
