@@ -27,6 +27,8 @@ let dns: FakeDnsServer;
 let https: MtaStsHttpsServer;
 let data: TempData;
 let sources: BuiltPolicySources;
+// The DNS memo keeps TXT answers for their TTL: a test that changes a record steps past it.
+const dnsClock = { skew: 0 };
 let collector: TlsReportCollector;
 let table: TlsRptTable;
 let runner: QueueRunner;
@@ -56,6 +58,7 @@ before(async () => {
     ca: [ca.certPem],
     mtaStsPort: https.port,
     mtaStsFetchTimeoutMs: 2_000,
+    now: () => Date.now() + dnsClock.skew,
   });
   table = new TlsRptTable(data.store.engine, data.store.sealer);
   collector = new TlsReportCollector({ table, flushIntervalMs: 3_600_000 });
@@ -258,6 +261,8 @@ for (const [resultType, script] of [
     assert.equal((await sources.mtaSts.lookup(domain)).kind, 'policy'); // cached
     dns.remove(`_mta-sts.${domain}`, 'TXT');
     dns.add(`_mta-sts.${domain}`, { type: 'TXT', data: 'v=STSv1; id=second' });
+    // As a resolver would, the memo sees the new id once the old answer's TTL has run out.
+    dnsClock.skew += 3_600_000;
     await https.setPolicy(domain, script.body ? { body: script.body } : { ...script, body: formatMtaStsPolicy({ mode: 'none', mx: ['*'], maxAge: 60 }) });
     const { recipient } = await expectDeferred(domain, resultType, 'sts', sink);
     const detail = recipient.attempts[0].detail as Record<string, any>;

@@ -45,6 +45,8 @@ export interface PolicySourcesSettings {
   logger?: StsLogger;
   /** Told when this process changed the policy table (see StaticPolicies.onInvalidate). */
   onStaticPoliciesChanged?: () => void;
+  /** Milliseconds clock for the DNS memo; tests step it past a TTL instead of waiting. */
+  now?: () => number;
 }
 
 export interface BuiltPolicySources {
@@ -66,7 +68,7 @@ export function buildPolicySources(s: PolicySourcesSettings): BuiltPolicySources
   });
   // Every delivery batch asks for its domain's `_mta-sts` TXT and every hop for its TLSA records:
   // kept for their TTLs (negative answers for RFC 2308's), not asked again each time.
-  const dnsCache = new DnsCache(s.resolver);
+  const dnsCache = new DnsCache(s.resolver, s.now ? { now: s.now } : {});
   const mtaSts = new MtaStsPolicies({
     resolver: { txt: (name) => dnsCache.txt(name), a: (name) => s.resolver.a(name), aaaa: (name) => s.resolver.aaaa(name) },
     cache: new MtaStsTable(s.store.engine, s.store.sealer),
