@@ -12,13 +12,13 @@ import { Store } from '../store/store.ts';
 import { Queue } from '../queue/queue.ts';
 import { QueueRunner } from '../queue/runner.ts';
 import { BounceComposer } from '../compose/bounces.ts';
-import { Resolver } from '../dns/resolver.ts';
+import type { Resolver } from '../dns/resolver.ts';
 import { SmtpDeliveryAgent } from '../delivery/agent.ts';
 import { SenderDomains, senderSettingsFrom } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
 import { WebhookDispatcher, dispatcherSettingsFrom } from '../events/dispatcher.ts';
 import { resolverLookup, vetWebhookUrl } from '../events/url-guard.ts';
-import { buildPolicySources } from '../policy-lookup/sources.ts';
+import { policySourcesFrom, resolverFrom } from './wiring.ts';
 import { TlsRptTable } from '../store/tlsrpt-table.ts';
 import { TlsReportCollector } from '../tls-reporting/collector.ts';
 import { TlsReporter } from '../tls-reporting/reporter.ts';
@@ -42,15 +42,11 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
   try {
     const schedule = scheduleOf(config);
     const queue = new Queue(store, schedule);
-    const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout, trustAd: config.dns.trustAd });
-    const policy = buildPolicySources({
+    const resolver = resolverFrom(config);
+    const policy = policySourcesFrom(config, {
       store,
       resolver,
-      configured: config.tls.policies,
-      defaultLevel: config.tls.defaultPolicy,
       ca,
-      mtaStsPort: config.tls.mtaSts.port,
-      mtaStsFetchTimeoutMs: config.tls.mtaSts.fetchTimeout,
       logger: logger.child({ component: 'mta-sts' }),
     });
     // RFC 8460: sessions are counted only when reporting is on, so nothing is kept that is never used.

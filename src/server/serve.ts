@@ -11,7 +11,6 @@ import { loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { Queue } from '../queue/queue.ts';
-import { Resolver } from '../dns/resolver.ts';
 import { readFileSync } from 'node:fs';
 import { buildHttpServer, type HttpState } from './http.ts';
 import { ApiKeys } from '../access/api-keys.ts';
@@ -28,9 +27,9 @@ import { resolverLookup } from '../events/url-guard.ts';
 import { startBounceReceiver, type BounceReceiver } from '../intake/bounce-receiver.ts';
 import { startSubmission, type SubmissionListeners } from '../intake/smtp-submission.ts';
 import { loadListenerCertificate } from '../intake/listener-cert.ts';
-import { buildPolicySources } from '../policy-lookup/sources.ts';
 import { tlsPolicyRoutes } from './routes/tls-policies.ts';
 import { scheduleOf } from './delivery-stage.ts';
+import { policySourcesFrom, resolverFrom } from './wiring.ts';
 import { startDeliveryThread, type DeliveryThread } from './delivery-thread.ts';
 
 export interface RunningServer {
@@ -58,15 +57,11 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const queue = new Queue(store, scheduleOf(config));
   // Set once the delivery thread runs; intake that commits before then is found by its first claim.
   let delivery: DeliveryThread | null = null;
-  const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout, trustAd: config.dns.trustAd });
-  const policy = buildPolicySources({
+  const resolver = resolverFrom(config);
+  const policy = policySourcesFrom(config, {
     store,
     resolver,
-    configured: config.tls.policies,
-    defaultLevel: config.tls.defaultPolicy,
     ca,
-    mtaStsPort: config.tls.mtaSts.port,
-    mtaStsFetchTimeoutMs: config.tls.mtaSts.fetchTimeout,
     logger: logger.child({ component: 'mta-sts' }),
     onStaticPoliciesChanged: () => delivery?.staticPoliciesChanged(),
   });

@@ -5,8 +5,7 @@
 // delivery's would be.
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { Resolver } from '../../dns/resolver.ts';
-import { buildPolicySources } from '../../policy-lookup/sources.ts';
+import { policySourcesFrom, resolverFrom } from '../../server/wiring.ts';
 import { explainPolicy } from '../../delivery/explain-policy.ts';
 import { normalizeDomain } from '../../delivery/destination.ts';
 import { CliError, print, withStore } from '../context.ts';
@@ -24,16 +23,8 @@ export function registerPolicyShow(policy: Command): void {
       if (!domain) throw new CliError(`"${rawDomain}" is not a domain name (IDNs as A-labels, xn--…)`);
       const view = await withStore(async (store, cfg) => {
         const ca = cfg.tls.caFile ? [readFileSync(cfg.tls.caFile, 'utf8')] : [];
-        const resolver = new Resolver({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeout, trustAd: cfg.dns.trustAd });
-        const built = buildPolicySources({
-          store,
-          resolver,
-          configured: cfg.tls.policies,
-          defaultLevel: cfg.tls.defaultPolicy,
-          ca,
-          mtaStsPort: cfg.tls.mtaSts.port,
-          mtaStsFetchTimeoutMs: cfg.tls.mtaSts.fetchTimeout,
-        });
+        const resolver = resolverFrom(cfg);
+        const built = policySourcesFrom(cfg, { store, resolver, ca });
         return explainPolicy(domain, {
           resolver,
           trustAd: cfg.dns.trustAd,
