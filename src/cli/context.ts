@@ -7,6 +7,7 @@ import type { Config } from '../config/schema.ts';
 import { loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
+import { eventRules } from '../events/derive.ts';
 
 export const program = new Command('lacre')
   .description('Lacre: email delivery whose mail travels sealed.')
@@ -20,7 +21,7 @@ export function config(): Config {
 
 export async function withStore<T>(fn: (store: Store, cfg: Config) => Promise<T>): Promise<T> {
   const cfg = config();
-  const store = await Store.open({ dataDir: cfg.dataDir, sealer: new Sealer(loadKeyring(cfg)) });
+  const store = await Store.open({ dataDir: cfg.dataDir, sealer: new Sealer(loadKeyring(cfg)), events: eventRules });
   try {
     return await fn(store, cfg);
   } finally {

@@ -8,6 +8,8 @@ import { createLogger } from '../log/logger.ts';
 import { loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
+import { eventRules } from '../events/derive.ts';
+import type { AttemptDetail } from '../store/records.ts';
 import { startServer } from '../server/serve.ts';
 import { program, config, withStore, print, CliError } from './context.ts';
 // Command groups in their own modules (one per noun):
@@ -109,7 +111,7 @@ sealing
   });
 
 async function resealWith(cfg: Config, keyring: ReturnType<typeof loadKeyring>) {
-  const store = await Store.open({ dataDir: cfg.dataDir, sealer: new Sealer(keyring) });
+  const store = await Store.open({ dataDir: cfg.dataDir, sealer: new Sealer(keyring), events: eventRules });
   try {
     const resealed = await store.resealAll();
     const stillUsed = new Set(Object.keys(await store.sealedValuesByKey()));
@@ -146,16 +148,8 @@ program
   });
 
 /** One line on how an attempt travelled, like Postfix's `tls=` log field. */
-function describeAttempt(detail: Record<string, unknown> | null): string {
-  if (!detail) return '';
-  const d = detail as {
-    mx?: string;
-    ip?: string;
-    port?: number;
-    policy?: { level: string; source: string };
-    tls?: { tls?: boolean; protocol?: string; cipher?: string; verified?: boolean; verificationError?: string; downgrade?: { reason: string } };
-    reply?: { code: number; enhanced?: string | null };
-  };
+function describeAttempt(d: AttemptDetail | null): string {
+  if (!d) return '';
   const parts = [];
   if (d.mx) parts.push(`${d.mx}[${d.ip}]:${d.port}`);
   if (d.policy) parts.push(`policy=${d.policy.source}`);

@@ -43,7 +43,7 @@ export interface OutgoingMessage {
   recipients: string[];
   requireTls?: boolean;
   source: Submission['source'];
-  metadata?: Record<string, unknown>;
+  metadata?: Submission['metadata'];
 }
 
 export interface ComposerOptions {

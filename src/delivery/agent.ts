@@ -8,6 +8,10 @@
 // May import: ./destination, ./smtp-session, ./trouble, ./replies, ./limiter, ../tls-policy, ../policy-lookup, ../dns, ../queue (types), ../log (types).
 import type { Logger } from '../log/logger.ts';
 import type { DeliveryAgent, DeliveryBatch, RecipientVerdict } from '../queue/runner.ts';
+
+/** The record of how an attempt travelled, in the shape the queue keeps it (store/records.ts). */
+type AttemptDetail = NonNullable<RecipientVerdict['detail']>;
+type AttemptHopFailure = NonNullable<AttemptDetail['hopFailures']>[number];
 import type { Resolver } from '../dns/resolver.ts';
 import { decidePolicy, type StaticTlsLevel, type TlsFailure } from '../tls-policy/levels.ts';
 import type { TlsSessionReport } from '../tls-policy/evidence.ts';
@@ -16,7 +20,7 @@ import { hasTlsRequiredNo } from '../tls-policy/tls-required-header.ts';
 import { lookupDane } from '../policy-lookup/dane.ts';
 import type { PolicySources } from '../policy-lookup/sources.ts';
 import { resolveDestination, type Destination, type NextHop } from './destination.ts';
-import { openSessionWithPolicy, SmtpSessionError, type SmtpSession, type Timeouts } from './smtp-session.ts';
+import { openSessionWithPolicy, SmtpSessionError, type SmtpSession, type TlsFacts, type Timeouts } from './smtp-session.ts';
 import { decideTrouble, troubleOf, type TroubleDecision } from './trouble.ts';
 import { classifyReply, enhancedCodeOf } from './replies.ts';
 import { KeyedLimiter } from './limiter.ts';
@@ -47,21 +51,10 @@ export interface AgentOptions {
   logger: Logger;
 }
 
-interface HopFailure {
-  host: string;
-  address: string;
-  port: number;
-  stage: string;
-  temporary: boolean;
-  reason: string;
+/** One next-hop address that did not take the message (the attempt's record of it, with delivery's own types). */
+interface HopFailure extends AttemptHopFailure {
   failure?: TlsFailure;
-  /** A policy decided this hop cannot take the message at all (REQUIRETLS): bounce, don't retry. */
-  permanentPolicy?: boolean;
-  /** The host could not be reached or would not greet (trouble.ts): evidence the site is down. */
-  unreachable?: boolean;
-  policy?: { level?: string; source: string; why?: string };
-  reply?: { code: number; enhanced?: string | null; text: string };
-  tls?: unknown;
+  tls?: TlsFacts;
 }
 
 type ConnectPlan = Extract<HopPlan, { action: 'connect' }>;
@@ -116,7 +109,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     const staticPolicy = this.#o.sources?.staticPolicy
       ? await this.#o.sources.staticPolicy(batch.domain)
       : decidePolicy(batch.domain, this.#o.policies, this.#o.defaultPolicy);
-    const base: Record<string, unknown> = { domain: batch.domain, site: this.siteOf(batch.domain) ?? null };
+    const base: AttemptDetail = { domain: batch.domain, site: this.siteOf(batch.domain) ?? null };
 
     const destination = await resolveDestination(batch.domain, {
       resolver: this.#o.resolver,
@@ -196,7 +189,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     hops: NextHop[],
     evidence: DomainEvidence,
     signal: AbortSignal,
-    base: Record<string, unknown>,
+    base: AttemptDetail,
     started: number,
     settle: Settle | undefined,
   ): Promise<Map<string, RecipientVerdict>> {
@@ -307,7 +300,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
    * RFC 1047: the final dot was sent and no reply came. Recipients the server refused at RCPT keep
    * that verdict; every accepted one may have the message, so none is sent it again right away.
    */
-  #unknownOutcome(batch: DeliveryBatch, err: SmtpSessionError, hop: NextHop, address: string, detail: Record<string, unknown>): Map<string, RecipientVerdict> {
+  #unknownOutcome(batch: DeliveryBatch, err: SmtpSessionError, hop: NextHop, address: string, detail: AttemptDetail): Map<string, RecipientVerdict> {
     const unknown: RecipientVerdict = {
       kind: 'unknown',
       reason: `${hop.host}[${address}]: connection lost after the final dot; the message may have been delivered (RFC 1047)`,
@@ -325,7 +318,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     return verdicts;
   }
 
-  #noHopTookIt(batch: DeliveryBatch, failures: HopFailure[], base: Record<string, unknown>, started: number): Map<string, RecipientVerdict> {
+  #noHopTookIt(batch: DeliveryBatch, failures: HopFailure[], base: AttemptDetail, started: number): Map<string, RecipientVerdict> {
     const last = pickReason(failures);
     // The policy of the hop whose failure explains the outcome, so a deferral says what was demanded.
     const detail = { ...base, ...(last?.policy ? { policy: last.policy } : {}), hopFailures: failures, durationMs: Date.now() - started };
@@ -357,7 +350,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   #verdicts(
     batch: DeliveryBatch,
     result: Awaited<ReturnType<SmtpSession['send']>>,
-    detail: Record<string, unknown>,
+    detail: AttemptDetail,
   ): Map<string, RecipientVerdict> {
     const verdicts = new Map<string, RecipientVerdict>();
     for (const r of batch.recipients) {
@@ -383,7 +376,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     return verdicts;
   }
 
-  #allFrom(batch: DeliveryBatch, failure: HopFailure, detail: Record<string, unknown>): Map<string, RecipientVerdict> {
+  #allFrom(batch: DeliveryBatch, failure: HopFailure, detail: AttemptDetail): Map<string, RecipientVerdict> {
     const reply = failure.reply;
     if (!reply) {
       return this.#all(batch, { kind: 'transient', reason: `${failure.host}[${failure.address}]: ${failure.reason}`, remoteMta: failure.host, detail });
@@ -413,7 +406,7 @@ function poolKey(hop: NextHop, address: string, plan: ConnectPlan): string {
 }
 
 /** What the attempt record keeps of the evidence: enough to explain the decision, nothing personal. */
-function summariseEvidence(e: DomainEvidence): Record<string, unknown> {
+function summariseEvidence(e: DomainEvidence): NonNullable<AttemptDetail['policyEvidence']> {
   return {
     requireTls: e.requireTls,
     tlsRequiredNo: e.tlsRequiredNo,

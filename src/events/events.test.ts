@@ -1,13 +1,15 @@
 // Events end to end on loopback: a message is composed and queued with the intake's metadata,
 // delivered (or deferred, bounced, refused) through a real SMTP session to a harness sink, the
-// event is recorded with the verdict, and the webhook dispatcher POSTs it, signed, to a harness
-// receiver over HTTPS pinned to the address Lacre's own resolver vetted.
+// event is recorded with the verdict (or with a DSN that comes back later to the bounce
+// receiver), and the webhook dispatcher POSTs it, signed, to a harness receiver over HTTPS pinned
+// to the address Lacre's own resolver vetted.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import nodemailer from 'nodemailer';
 import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
-import { startSmtpSink, type SmtpSinkOptions } from '../../test/harness/smtp-sink.ts';
+import { startSmtpSink, type SmtpSink, type SmtpSinkOptions } from '../../test/harness/smtp-sink.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../../test/harness/webhook-receiver.ts';
 import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
 import { createLogger } from '../log/logger.ts';
@@ -16,6 +18,8 @@ import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
 import { BounceComposer } from '../compose/bounces.ts';
+import { buildDsn } from '../compose/dsn.ts';
+import { startBounceReceiver } from '../intake/bounce-receiver.ts';
 import { QueueRunner } from '../queue/runner.ts';
 import { SmtpDeliveryAgent } from '../delivery/agent.ts';
 import { WebhookDispatcher, webhookRetry, type WebhookSchedule } from './dispatcher.ts';
@@ -52,6 +56,7 @@ interface Rig {
   webhooks: Webhooks;
   composer: Composer;
   runner: QueueRunner;
+  sink: SmtpSink;
   sinkPort: number;
   dispatcher(options?: { schedule?: WebhookSchedule; workerId?: string; timeoutMs?: number; batchSize?: number; leaseMs?: number }): WebhookDispatcher;
   stop(): Promise<void>;
@@ -106,6 +111,7 @@ async function rig(sinkOptions: Partial<SmtpSinkOptions> = {}, keep = false): Pr
     webhooks: new Webhooks(data.store, { lookup }),
     composer,
     runner,
+    sink,
     sinkPort: sink.port,
     dispatcher(options = {}) {
       const d = new WebhookDispatcher({
@@ -262,7 +268,7 @@ test('a suppressed recipient is refused at intake with a `blocked` event committ
       recipients: ['ok@rcpt.test', 'Bounced@rcpt.test'],
       content: message('order 3'),
       source: 'api',
-      metadata: { apiKeyId: r.key.apiKey, eventPayload: { order: 3 } },
+      metadata: { apiKeyId: r.key.apiKey, eventPayload: '{"order":3}' },
     });
     assert.deepEqual(accepted.refused.map((x) => x.address), ['Bounced@rcpt.test']);
     await receiver.waitFor(() => receiver.events().length === 1, 15_000, 'the blocked event');
@@ -281,6 +287,79 @@ test('a suppressed recipient is refused at intake with a `blocked` event committ
     assert.deepEqual(types, ['blocked', 'sent']);
     assert.equal(receiver.events().length, 1);
   } finally {
+    await r.stop();
+    await receiver.close();
+  }
+});
+
+test('a DSN that comes back after delivery turns the recipient bounced and yields a signed `bounce` webhook (hard, suppressed)', async () => {
+  const r = await rig();
+  const receiver = await startWebhookReceiver({ cert: hookCert });
+  const bounces = await startBounceReceiver({
+    host: '127.0.0.1',
+    port: 0,
+    hostname: 'mta.lacre.test',
+    store: r.data.store,
+    localPart: 'bounce',
+    tag: (id) => r.data.sealer.lookupHash('return-path', id),
+    logger: silent,
+  });
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: bounces.port, secure: false, ignoreTLS: true });
+  try {
+    const hook = await r.webhooks.add({ apiKey: r.key.apiKey, url: `https://hooks.test:${receiver.port}/lacre`, events: 'sent,bounce', actor: 'cli:test' });
+    r.dispatcher().start();
+    const accepted = await r.composer.submit({
+      content: message('order 9'),
+      envelopeSender: null,
+      recipients: ['a@rcpt.test'],
+      source: 'api',
+      metadata: { apiKeyId: r.key.apiKey, customId: 'order-9', eventPayload: '{"cart":9}' },
+    });
+    await receiver.waitFor(() => receiver.events().length === 1, 15_000, 'the sent event');
+    const [delivered] = r.sink.messages();
+    const returnPath = delivered.mailFrom.address;
+    assert.match(returnPath, /@bounces\.shop\.test$/);
+    // The recipient's server took the message, then found the mailbox gone: an RFC 3464 DSN to the return path.
+    const dsn = buildDsn({
+      reportingMta: 'mx.rcpt.test',
+      queueId: '4dZ1',
+      arrivalDate: new Date(),
+      originalSender: returnPath,
+      recipients: [{ address: 'a@rcpt.test', action: 'failed', status: '5.1.1', remoteMta: 'mx.rcpt.test', diagnostic: '550 5.1.1 mailbox gone', lastAttemptAt: new Date() }],
+      originalContent: delivered.data,
+    });
+    await transport.sendMail({ envelope: { from: '', to: [returnPath] }, raw: dsn });
+
+    await receiver.waitFor(() => receiver.events().length === 2, 15_000, 'the bounce event');
+    const request = receiver.requests().find((q) => (JSON.parse(q.raw.toString()) as Array<{ event: string }>).some((e) => e.event === 'bounce'))!;
+    assert.equal(verifyWebhookSignature(hook.secret, request.headers[SIGNATURE_HEADER.toLowerCase()], request.raw).valid, true);
+    const [sent, bounce] = receiver.events() as Array<Record<string, any>>;
+    assert.equal(sent.event, 'sent');
+    assert.equal(bounce.event, 'bounce');
+    assert.equal(bounce.email, 'a@rcpt.test');
+    assert.equal(bounce.Message_GUID, accepted.recipients[0].id);
+    assert.equal(bounce.message_uuid, accepted.messageId);
+    assert.equal(bounce.MessageID, sent.MessageID);
+    assert.equal(bounce.CustomID, 'order-9');
+    assert.equal(bounce.Payload, '{"cart":9}');
+    assert.equal(bounce.hard_bounce, true);
+    assert.equal(bounce.blocked, true);
+    assert.equal(bounce.error_related_to, 'recipient');
+    assert.equal(bounce.error, 'user unknown');
+    assert.equal(bounce.smtp_reply, '550 5.1.1 mailbox gone');
+    assert.match(bounce.comment, /^bounced after delivery: 5\.1\.1 /);
+    assert.notEqual(bounce.event_id, sent.event_id);
+
+    const view = await r.data.store.getMessage(accepted.messageId);
+    assert.equal(view!.recipients[0].state, 'bounced');
+    assert.equal((await r.data.store.findSuppressed(['a@rcpt.test'])).size, 1);
+    assert.deepEqual((await r.data.store.events.forMessage(accepted.messageId)).map((e) => e.type), ['sent', 'bounce']);
+    // The same DSN again changes nothing: the recipient is no longer delivered.
+    await transport.sendMail({ envelope: { from: '', to: [returnPath] }, raw: dsn });
+    assert.equal((await r.data.store.events.forMessage(accepted.messageId)).length, 2);
+  } finally {
+    transport.close();
+    await bounces.close();
     await r.stop();
     await receiver.close();
   }

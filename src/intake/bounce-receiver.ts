@@ -1,7 +1,8 @@
 // The MX of the return-path domains (bounces.<sender domain>): receives asynchronous bounces,
 // the DSNs a recipient's server sends after it first accepted a message. Only addresses Lacre
 // minted (return-path.ts: message id + keyed tag) are accepted; a DSN's failed recipients turn
-// from delivered to bounced, and hard bounces are suppressed so Lacre stops mailing dead addresses.
+// from delivered to bounced with a `bounce` event (and its webhooks), and hard bounces are
+// suppressed so Lacre stops mailing dead addresses.
 // No AUTH, no relaying: this listener accepts mail for Lacre itself and nothing else.
 // May import: ../store, ../compose/return-path, ../delivery/replies (reply meaning), ./dsn-report.
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
@@ -89,6 +90,9 @@ export async function startBounceReceiver(options: BounceReceiverOptions): Promi
         const done = await options.store.recordRemoteBounce({
           messageId,
           address: report.finalRecipient,
+          status: report.status,
+          diagnostic: report.diagnostic,
+          replyCode: code,
           reason,
           suppress: hardBounce,
           at: clock(),

@@ -3,7 +3,7 @@
 // May import: ../store, ../sealing, ./retry-policy.
 import { Store } from '../store/store.ts';
 import { uuidv7 } from '../store/ids.ts';
-import type { NewMessage } from '../store/records.ts';
+import type { MessageMetadata, NewMessage } from '../store/records.ts';
 import { normalizeAddress } from '../sealing/sealer.ts';
 import type { RetrySchedule } from './retry-policy.ts';
 
@@ -15,7 +15,7 @@ export interface Submission {
   content: Buffer;
   requireTls?: boolean;
   source: 'api' | 'smtp' | 'system' | 'cli';
-  metadata?: Record<string, unknown>;
+  metadata?: MessageMetadata;
   /** Chosen by compose when the id must appear in the content or return path; a uuidv7. */
   messageId?: string;
 }

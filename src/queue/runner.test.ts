@@ -42,7 +42,7 @@ test('records each verdict: 2xx delivered, 5xx bounced, 4xx deferred with backof
   const runner = runnerFor(
     data,
     byLocalPart({
-      ok: { kind: 'delivered', reason: null, replyCode: 250, enhancedCode: '2.0.0', detail: { tls: 'TLSv1.3' } },
+      ok: { kind: 'delivered', reason: null, replyCode: 250, enhancedCode: '2.0.0', detail: { tls: { tls: true, protocol: 'TLSv1.3' } } },
       gone: { kind: 'permanent', reason: '550 5.1.1 no such user', replyCode: 550, enhancedCode: '5.1.1' },
       busy: { kind: 'transient', reason: '451 4.3.0 try later', replyCode: 451, enhancedCode: '4.3.0' },
     }),
@@ -67,7 +67,7 @@ test('records each verdict: 2xx delivered, 5xx bounced, 4xx deferred with backof
   const view = (await data.store.getMessage(messageId))!;
   const [ok, gone, busy] = view.recipients;
   assert.equal(ok.state, 'delivered');
-  assert.deepEqual(ok.attempts.map((a) => [a.outcome, a.replyCode, a.detail]), [['delivered', 250, { tls: 'TLSv1.3' }]]);
+  assert.deepEqual(ok.attempts.map((a) => [a.outcome, a.replyCode, a.detail]), [['delivered', 250, { tls: { tls: true, protocol: 'TLSv1.3' } }]]);
   assert.equal(gone.state, 'bounced');
   assert.equal(gone.reason, '550 5.1.1 no such user');
   assert.equal(gone.attempts[0].enhancedCode, '5.1.1');

@@ -10,7 +10,7 @@
 // rest and gives their leases back so nothing waits for a lease to expire.
 // May import: ./port, ./retry-policy, ./site-throttle, ./group-commit, ../store (types), ../log (types).
 import type { Logger } from '../log/logger.ts';
-import type { ClaimedRecipient, NewMessage, AttemptResult } from '../store/records.ts';
+import type { AttemptDetail, ClaimedRecipient, NewMessage, AttemptResult } from '../store/records.ts';
 import type { AttemptEffects, ClaimCandidate } from '../store/queue-table.ts';
 import { nextTransition, type RetrySchedule, type VerdictKind } from './retry-policy.ts';
 import { GroupCommit } from './group-commit.ts';
@@ -39,7 +39,7 @@ export interface RecipientVerdict {
   replyCode?: number | null;
   enhancedCode?: string | null;
   /** How the attempt travelled: destination, TLS facts, timings. */
-  detail?: Record<string, unknown>;
+  detail?: AttemptDetail;
   /** The address itself is bad (unknown user, no such domain): suppress later sends to it. */
   hardBounce?: boolean;
   /** The host that gave the verdict, for the DSN's Remote-MTA. */

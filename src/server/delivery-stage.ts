@@ -9,6 +9,7 @@ import type { Logger } from '../log/logger.ts';
 import { loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
+import { eventRules } from '../events/derive.ts';
 import { Queue } from '../queue/queue.ts';
 import { QueueRunner } from '../queue/runner.ts';
 import { BounceComposer } from '../compose/bounces.ts';
@@ -38,7 +39,7 @@ export function scheduleOf(config: Config) {
 export async function startDeliveryStage(options: { config: Config; logger: Logger; ca: string[]; workerId: string }): Promise<DeliveryStage> {
   const { config, logger, ca, workerId } = options;
   const sealer = new Sealer(loadKeyring(config));
-  const store = await Store.open({ dataDir: config.dataDir, sealer });
+  const store = await Store.open({ dataDir: config.dataDir, sealer, events: eventRules });
   try {
     const schedule = scheduleOf(config);
     const queue = new Queue(store, schedule);

@@ -10,6 +10,7 @@ import type { Logger } from '../log/logger.ts';
 import { loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
+import { eventRules } from '../events/derive.ts';
 import { Queue } from '../queue/queue.ts';
 import { readFileSync } from 'node:fs';
 import { buildHttpServer, type HttpState } from './http.ts';
@@ -53,7 +54,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const httpsOptions = loadHttpTls(config.http);
   const keyring = loadKeyring(config);
   const sealer = new Sealer(keyring);
-  const store = await Store.open({ dataDir: config.dataDir, sealer });
+  const store = await Store.open({ dataDir: config.dataDir, sealer, events: eventRules });
   const queue = new Queue(store, scheduleOf(config));
   // Set once the delivery thread runs; intake that commits before then is found by its first claim.
   let delivery: DeliveryThread | null = null;

@@ -1,13 +1,18 @@
 // Delivery events: what happened to each recipient (sent, deferred, bounce, blocked, later unsub),
-// recorded in the same transaction as the verdict that caused it, and fanned out into the webhook
-// outbox (webhook_deliveries) in that same transaction, so an event is never lost between the
-// verdict and the webhook. The store keeps the *facts* of an event (sealed: they hold the address
-// and whatever the remote server replied); ../events turns them into the JSON the world sees.
-// Part of the store: the only SQL for the events table. May import: ../sealing, ./engine, ./ids.
+// recorded in the same transaction as the verdict, refusal or remote bounce that caused it, and
+// fanned out into the webhook outbox (webhook_deliveries) in that same transaction, so an event is
+// never lost between the verdict and the webhook. *Which* events follow is not decided here: the
+// rules (EventRules, implemented by events/derive.ts and handed to the store when it opens) turn
+// the facts read here into events, and this module only inserts what they return. The store keeps
+// the facts of an event (sealed: they hold the address and whatever the remote server replied);
+// ../events turns them into the JSON the world sees.
+// Part of the store: the only SQL for the events table.
+// May import: ../sealing, ./engine, ./ids, ./records, ./record-schemas.
 import type { Sealer } from '../sealing/sealer.ts';
-import type { SqlEngine, SqlExecutor } from './engine.ts';
+import type { SqlEngine, SqlExecutor, SqlValue } from './engine.ts';
 import { uuidv7 } from './ids.ts';
-import type { AttemptResult, NewMessage } from './records.ts';
+import type { AttemptResult, MessageMetadata, NewMessage } from './records.ts';
+import { readEventFacts, readMessageMetadata } from './record-schemas.ts';
 
 /** Mailjet's event names where it has them; `deferred` is Lacre's (Mailjet reports none). */
 export const EVENT_TYPES = ['sent', 'deferred', 'bounce', 'blocked', 'unsub'] as const;
@@ -57,6 +62,8 @@ export interface EventFacts {
   nextAttemptAt?: number;
   /** blocked: why Lacre did not send at all. */
   refusal?: 'suppressed' | 'failed';
+  /** bounce: reported by a DSN after the recipient's server had accepted the message. */
+  afterDelivery?: boolean;
 }
 
 export interface NewEvent {
@@ -73,6 +80,60 @@ export interface NewEvent {
 export interface EventRecord extends NewEvent {
   /** uuidv7, made inside the inserting transaction: ids sort in commit order on SQLite. */
   id: string;
+}
+
+/** A recipient as its events describe it, read in the transaction that records them. */
+export interface EventRecipient {
+  id: string;
+  messageId: string;
+  address: string;
+  attemptCount: number;
+  /** recipients.public_id; undefined for rows queued before it existed. */
+  publicId: number | string | undefined;
+}
+
+export interface EventMessage {
+  id: string;
+  source: string;
+  metadata: MessageMetadata;
+}
+
+/** A failed-recipient report of a DSN that came back after delivery (RFC 3464 §2.3). */
+export interface RemoteBounce {
+  messageId: string;
+  /** The Final-Recipient address. */
+  address: string;
+  /** The Status field, an enhanced status code (RFC 3463), e.g. 5.1.1. */
+  status: string;
+  /** The Diagnostic-Code field, e.g. `smtp; 550 5.1.1 user unknown`, when there is one. */
+  diagnostic: string | null;
+  /** The reply code the diagnostic names (550 when it names none). */
+  replyCode: number;
+  /** The reason kept on the recipient. */
+  reason: string;
+  /** The address itself is bad: it goes on the suppression list. */
+  suppress: boolean;
+  at: number;
+}
+
+/**
+ * Which events a verdict, a refusal at intake or a bounce after delivery causes: pure rules,
+ * implemented by events/derive.ts. The store gathers their inputs and inserts their outputs.
+ */
+export interface EventRules {
+  verdict(input: { result: AttemptResult; suppressed: boolean; recipient: EventRecipient; message: EventMessage }): NewEvent[];
+  refusals(message: NewMessage): NewEvent[];
+  remoteBounce(input: { bounce: RemoteBounce; recipient: EventRecipient; message: EventMessage }): NewEvent[];
+}
+
+interface RecipientFactsRow {
+  id: string;
+  message_id: string;
+  address_sealed: Uint8Array;
+  attempt_count: number;
+  public_id: number | bigint | null;
+  source: string;
+  metadata_sealed: Uint8Array;
 }
 
 interface EventRow {
@@ -92,108 +153,136 @@ const ADDRESS = 'recipients.address_sealed';
 export class EventsTable {
   readonly #engine: SqlEngine;
   readonly #sealer: Sealer;
+  readonly #rules: EventRules;
 
-  constructor(engine: SqlEngine, sealer: Sealer) {
+  constructor(engine: SqlEngine, sealer: Sealer, rules: EventRules) {
     this.#engine = engine;
     this.#sealer = sealer;
+    this.#rules = rules;
   }
 
   /** Records an event on its own (outside a verdict), e.g. an unsubscription. */
   async append(event: NewEvent): Promise<string> {
-    return this.#engine.transaction((tx) => this.insert(tx, event));
+    return this.#engine.transaction(async (tx) => (await this.insertAll(tx, [event]))[0]);
   }
 
   /**
-   * Inserts an event and one outbox row per enabled webhook of its API key that subscribed to
-   * its type, in the caller's transaction. Returns the event id.
+   * The events a batch of verdicts causes (called by the queue inside the verdicts' transaction):
+   * the recipients and their messages are read together, the rules say which events follow, and
+   * those are inserted together.
    */
-  async insert(tx: SqlExecutor, event: NewEvent): Promise<string> {
-    // Date.now(), not event.at: the id is the paging cursor and must follow commit order.
-    const id = uuidv7();
-    await tx.run(
-      `INSERT INTO events (id, at, type, message_id, recipient_id, api_key_id, payload_sealed) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-      [id, event.at, event.type, event.messageId, event.recipientId, event.apiKeyId, this.#sealer.seal(JSON.stringify(event.facts), PAYLOAD)],
-    );
-    if (event.apiKeyId === null) return id;
-    const hooks = await tx.all<{ id: string; event_types: string }>(
-      'SELECT id, event_types FROM webhooks WHERE api_key_id = ? AND disabled_at IS NULL',
-      [event.apiKeyId],
-    );
-    for (const hook of hooks) {
-      if (!hook.event_types.split(',').includes(event.type)) continue;
-      await tx.run(
-        `INSERT INTO webhook_deliveries (id, webhook_id, event_id, state, attempts, created_at, next_attempt_at)
-         VALUES (?, ?, ?, 'pending', 0, ?, ?)`,
-        [uuidv7(), hook.id, id, Date.now(), Date.now()],
-      );
+  async recordVerdicts(tx: SqlExecutor, verdicts: ReadonlyArray<{ result: AttemptResult; suppressed: boolean }>): Promise<void> {
+    if (verdicts.length === 0) return;
+    const facts = await this.#recipientFacts(tx, verdicts.map((v) => v.result.recipientId));
+    const events: NewEvent[] = [];
+    for (const { result, suppressed } of verdicts) {
+      const found = facts.get(result.recipientId);
+      if (found) events.push(...this.#rules.verdict({ result, suppressed, ...found }));
     }
-    return id;
+    await this.insertAll(tx, events);
   }
 
-  /** The event a recorded verdict causes (called by the store inside the verdict's transaction). */
-  async recordVerdict(
-    tx: SqlExecutor,
-    result: AttemptResult,
-    effects: { suppress?: unknown },
-  ): Promise<string | null> {
-    const type: EventType | null =
-      result.state === 'delivered' ? 'sent'
-      : result.state === 'deferred' ? 'deferred'
-      : result.state === 'bounced' || result.state === 'expired' ? 'bounce'
-      : result.state === 'failed' ? 'blocked'
-      : null;
-    if (!type) return null;
-    const recipient = await tx.get<Record<string, unknown>>(
-      'SELECT message_id, address_sealed, attempt_count, public_id FROM recipients WHERE id = ?',
-      [result.recipientId],
-    );
-    if (!recipient) return null;
-    const messageId = String(recipient.message_id);
-    const message = await this.#message(tx, messageId);
-    const travel = travelFacts(result.detail);
-    const facts: EventFacts = {
-      email: this.#sealer.openString(recipient.address_sealed as Uint8Array, ADDRESS),
-      ...publicIdOf(recipient),
-      ...message.facts,
-      attempt: Number(recipient.attempt_count),
-      replyCode: result.replyCode,
-      enhancedCode: result.enhancedCode,
-      ...travel,
-    };
-    if (type !== 'sent') facts.reason = result.reason;
-    if (type === 'deferred') facts.nextAttemptAt = result.nextAttemptAt;
-    if (type === 'bounce') {
-      facts.hardBounce = result.state === 'bounced' && effects.suppress !== undefined;
-      facts.suppressed = effects.suppress !== undefined;
-      facts.expired = result.state === 'expired';
-    }
-    if (type === 'blocked') facts.refusal = 'failed';
-    return this.insert(tx, { type, at: result.endedAt, messageId, recipientId: result.recipientId, apiKeyId: message.apiKeyId, facts });
-  }
-
-  /** `blocked` events for the recipients a message was refused for at intake (suppressed). */
+  /** The `blocked` events of the recipients a message was refused for at intake (suppressed). */
   async recordRefused(tx: SqlExecutor, message: NewMessage): Promise<void> {
     if (!message.refused || message.refused.length === 0) return;
-    const meta = metadataFacts(message.metadata, message.source);
-    for (const refused of message.refused) {
-      await this.insert(tx, {
-        type: 'blocked',
-        at: message.createdAt,
-        messageId: message.id,
-        recipientId: refused.id,
-        apiKeyId: meta.apiKeyId,
-        facts: { email: refused.address, ...meta.facts, reason: refused.reason, refusal: 'suppressed' },
-      });
-    }
+    await this.insertAll(tx, this.#rules.refusals(message));
   }
 
-  async #message(tx: SqlExecutor, messageId: string): Promise<ReturnType<typeof metadataFacts>> {
-    const row = await tx.get<{ metadata_sealed: Uint8Array; source: string }>(
-      'SELECT metadata_sealed, source FROM messages WHERE id = ?',
-      [messageId],
-    );
-    if (!row) return { apiKeyId: null, facts: {} };
-    return metadataFacts(JSON.parse(this.#sealer.openString(row.metadata_sealed, METADATA)), row.source);
+  /** The events of a bounce that came back after delivery, for the recipient it just bounced. */
+  async recordRemoteBounce(tx: SqlExecutor, bounce: RemoteBounce, recipientId: string): Promise<void> {
+    const found = (await this.#recipientFacts(tx, [recipientId])).get(recipientId);
+    if (found) await this.insertAll(tx, this.#rules.remoteBounce({ bounce, ...found }));
+  }
+
+  /**
+   * Inserts events and one outbox row per enabled webhook of each event's API key that
+   * subscribed to its type, in the caller's transaction: a few multi-row statements however many
+   * events there are. Returns the event ids, in order.
+   */
+  async insertAll(tx: SqlExecutor, events: readonly NewEvent[]): Promise<string[]> {
+    if (events.length === 0) return [];
+    // Date.now(), not event.at: the id is the paging cursor and must follow commit order.
+    const rows = events.map((event) => ({ id: uuidv7(), event }));
+    for (const slice of shapedSlices(rows)) {
+      const params: SqlValue[] = [];
+      for (const { id, event } of slice) {
+        params.push(id, event.at, event.type, event.messageId, event.recipientId, event.apiKeyId, this.#sealer.seal(JSON.stringify(event.facts), PAYLOAD));
+      }
+      await tx.run(
+        `INSERT INTO events (id, at, type, message_id, recipient_id, api_key_id, payload_sealed) VALUES ${slice.map(() => '(?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+        params,
+      );
+    }
+    const hooks = await this.#webhooksOf(tx, events);
+    const outbox: Array<{ webhookId: string; eventId: string }> = [];
+    for (const { id, event } of rows) {
+      for (const hook of (event.apiKeyId === null ? undefined : hooks.get(event.apiKeyId)) ?? []) {
+        if (hook.types.includes(event.type)) outbox.push({ webhookId: hook.id, eventId: id });
+      }
+    }
+    const now = Date.now();
+    for (const slice of shapedSlices(outbox)) {
+      const params: SqlValue[] = [];
+      for (const row of slice) params.push(uuidv7(), row.webhookId, row.eventId, now, now);
+      await tx.run(
+        `INSERT INTO webhook_deliveries (id, webhook_id, event_id, state, attempts, created_at, next_attempt_at)
+         VALUES ${slice.map(() => "(?, ?, ?, 'pending', 0, ?, ?)").join(', ')}`,
+        params,
+      );
+    }
+    return rows.map((r) => r.id);
+  }
+
+  /** The enabled webhooks of the events' API keys, by key. */
+  async #webhooksOf(tx: SqlExecutor, events: readonly NewEvent[]): Promise<Map<string, Array<{ id: string; types: string[] }>>> {
+    const keys = [...new Set(events.map((e) => e.apiKeyId).filter((k): k is string => k !== null))];
+    const hooks = new Map<string, Array<{ id: string; types: string[] }>>();
+    for (const slice of shapedSlices(keys)) {
+      const found = await tx.all<{ id: string; api_key_id: string; event_types: string }>(
+        `SELECT id, api_key_id, event_types FROM webhooks WHERE api_key_id IN (${slice.map(() => '?').join(', ')}) AND disabled_at IS NULL`,
+        slice,
+      );
+      for (const hook of found) {
+        const list = hooks.get(hook.api_key_id) ?? [];
+        list.push({ id: hook.id, types: hook.event_types.split(',') });
+        hooks.set(hook.api_key_id, list);
+      }
+    }
+    return hooks;
+  }
+
+  /** Recipients with their messages, as events describe them, by recipient id. */
+  async #recipientFacts(tx: SqlExecutor, ids: string[]): Promise<Map<string, { recipient: EventRecipient; message: EventMessage }>> {
+    const out = new Map<string, { recipient: EventRecipient; message: EventMessage }>();
+    // A batch is one message: its metadata is opened once, not once per recipient.
+    const messages = new Map<string, EventMessage>();
+    for (const slice of shapedSlices([...new Set(ids)])) {
+      const rows = await tx.all<RecipientFactsRow>(
+        `SELECT r.id, r.message_id, r.address_sealed, r.attempt_count, r.public_id, m.source, m.metadata_sealed
+           FROM recipients r JOIN messages m ON m.id = r.message_id
+          WHERE r.id IN (${slice.map(() => '?').join(', ')})`,
+        slice,
+      );
+      for (const row of rows) {
+        let message = messages.get(row.message_id);
+        if (!message) {
+          const metadata = readMessageMetadata(this.#sealer.openString(row.metadata_sealed, METADATA), row.message_id);
+          message = { id: row.message_id, source: row.source, metadata };
+          messages.set(row.message_id, message);
+        }
+        out.set(row.id, {
+          recipient: {
+            id: row.id,
+            messageId: row.message_id,
+            address: this.#sealer.openString(row.address_sealed, ADDRESS),
+            attemptCount: Number(row.attempt_count),
+            publicId: publicIdOf(row.public_id),
+          },
+          message,
+        });
+      }
+    }
+    return out;
   }
 
   /**
@@ -242,64 +331,28 @@ export class EventsTable {
       messageId: row.message_id,
       recipientId: row.recipient_id,
       apiKeyId: row.api_key_id,
-      facts: JSON.parse(this.#sealer.openString(row.payload_sealed, PAYLOAD)) as EventFacts,
+      facts: readEventFacts(this.#sealer.openString(row.payload_sealed, PAYLOAD), row.id),
     };
   }
 }
 
-/** What the message's metadata (set by intake) contributes to its events. */
-function metadataFacts(meta: Record<string, unknown>, source: string): { apiKeyId: string | null; facts: Partial<EventFacts> } {
-  const text = (value: unknown): string | undefined =>
-    value === undefined || value === null ? undefined : typeof value === 'string' ? value : JSON.stringify(value);
-  const facts: Partial<EventFacts> = { source };
-  const customId = text(meta.customId ?? meta.CustomID);
-  const payload = text(meta.eventPayload ?? meta.EventPayload);
-  const campaign = text(meta.campaign ?? meta.customCampaign);
-  if (customId !== undefined) facts.customId = customId;
-  if (payload !== undefined) facts.payload = payload;
-  if (campaign !== undefined) facts.campaign = campaign;
-  return { apiKeyId: typeof meta.apiKeyId === 'string' ? meta.apiKeyId : null, facts };
+/** recipients.public_id as events carry it: a number, or its text past 2^53; absent for old rows. */
+function publicIdOf(value: number | bigint | null): number | string | undefined {
+  if (value === null || value === undefined) return undefined;
+  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
+  return Number(value);
 }
 
-function publicIdOf(recipient: Record<string, unknown>): Pick<EventFacts, 'publicId'> {
-  const value = recipient.public_id;
-  if (value === undefined || value === null) return {};
-  if (typeof value === 'bigint') return { publicId: Number.isSafeInteger(Number(value)) ? Number(value) : value.toString() };
-  if (typeof value === 'number' || typeof value === 'string') return { publicId: value };
-  return {};
-}
-
-/** The part of an attempt's detail (see delivery/agent.ts) an event carries: where and how it travelled. */
-export function travelFacts(detail: Record<string, unknown>): Pick<EventFacts, 'mx' | 'ip' | 'policy' | 'tls' | 'replyText'> {
-  const out: Pick<EventFacts, 'mx' | 'ip' | 'policy' | 'tls' | 'replyText'> = {};
-  const d = detail as {
-    mx?: unknown;
-    ip?: unknown;
-    policy?: { level?: unknown; source?: unknown };
-    tls?: Record<string, unknown>;
-    reply?: { text?: unknown } | unknown;
-    hopFailures?: Array<{ host?: unknown; address?: unknown; tls?: Record<string, unknown> }>;
-  };
-  const lastHop = Array.isArray(d.hopFailures) && d.hopFailures.length > 0 ? d.hopFailures[d.hopFailures.length - 1] : undefined;
-  const mx = typeof d.mx === 'string' ? d.mx : typeof lastHop?.host === 'string' ? lastHop.host : undefined;
-  const ip = typeof d.ip === 'string' ? d.ip : typeof lastHop?.address === 'string' ? lastHop.address : undefined;
-  if (mx !== undefined) out.mx = mx;
-  if (ip !== undefined) out.ip = ip;
-  if (d.policy && typeof d.policy.level === 'string' && typeof d.policy.source === 'string') {
-    out.policy = { level: d.policy.level, source: d.policy.source };
+/**
+ * Splits rows into slices of 64, then 32, 16, …, 1 for the rest, so a statement with a placeholder
+ * group per row has one of seven shapes (and cached plans) however many rows there are.
+ */
+export function* shapedSlices<T>(items: readonly T[]): Generator<T[]> {
+  let i = 0;
+  for (; items.length - i >= 64; i += 64) yield items.slice(i, i + 64);
+  for (let size = 32; size >= 1; size >>= 1) {
+    if (items.length - i < size) continue;
+    yield items.slice(i, i + size);
+    i += size;
   }
-  const tls = d.tls && typeof d.tls === 'object' ? d.tls : lastHop?.tls;
-  if (tls && typeof tls === 'object') {
-    const t: EventTlsFacts = { encrypted: tls.tls === true };
-    if (typeof tls.protocol === 'string') t.protocol = tls.protocol;
-    if (typeof tls.cipher === 'string') t.cipher = tls.cipher;
-    if (typeof tls.verified === 'boolean') t.verified = tls.verified;
-    if (typeof tls.verificationError === 'string') t.verificationError = tls.verificationError;
-    const downgrade = tls.downgrade as { reason?: unknown } | undefined;
-    if (downgrade && typeof downgrade.reason === 'string') t.downgrade = downgrade.reason;
-    out.tls = t;
-  }
-  const reply = d.reply as { text?: unknown } | undefined;
-  if (reply && typeof reply === 'object' && typeof reply.text === 'string') out.replyText = reply.text;
-  return out;
 }

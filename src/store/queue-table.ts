@@ -232,6 +232,12 @@ export class QueueTable {
     return this.#engine.transaction(async (tx) => {
       const kept: boolean[] = [];
       for (const { result, effects } of items) kept.push(await this.#completeAttempt(tx, result, effects ?? {}));
+      // In the same transaction as the verdicts, so a crash can never record one without its
+      // event (and the event's webhook outbox rows); all of them at once, in a few statements.
+      await this.#events.recordVerdicts(
+        tx,
+        items.filter((_, i) => kept[i]).map(({ result, effects }) => ({ result, suppressed: effects?.suppress !== undefined })),
+      );
       return kept;
     });
   }
@@ -263,10 +269,9 @@ export class QueueTable {
       result.attemptId,
     ]);
     // In the same transaction as the verdict, so a crash can never record a bounce without
-    // its DSN, its suppression or its event (and the event's webhook outbox rows).
+    // its DSN or its suppression.
     if (effects.suppress) await this.suppressIn(tx, effects.suppress);
     if (effects.enqueue) await this.insertMessageIn(tx, effects.enqueue);
-    await this.#events.recordVerdict(tx, result, effects);
     return true;
   }
 

@@ -47,7 +47,7 @@ test('addresses and message bodies never appear in the database files, WAL inclu
         recipients: [ADDRESS, `other${i}@example-probe.test`],
         content: Buffer.from(`From: <${SENDER}>\r\nTo: <${ADDRESS}>\r\nSubject: probe\r\n\r\n${MARKER}\r\n`),
         source: 'api',
-        metadata: { note: `for ${ADDRESS}` },
+        metadata: { customId: `for ${ADDRESS}` },
       });
       const [first] = await data.store.claimDue({ owner: 'w', now: Date.now(), leaseMs: 60_000, limit: 10 });
       await data.store.completeAttempt({
@@ -59,7 +59,7 @@ test('addresses and message bodies never appear in the database files, WAL inclu
         reason: `550 5.1.1 <${ADDRESS}>: user unknown`,
         replyCode: 550,
         enhancedCode: '5.1.1',
-        detail: { reply: `550 5.1.1 <${ADDRESS}>: user unknown`, body: MARKER },
+        detail: { reply: { code: 550, enhanced: '5.1.1', text: `<${ADDRESS}>: user unknown` }, error: MARKER },
         endedAt: Date.now(),
       });
       assert.ok(accepted.messageId);

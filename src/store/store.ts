@@ -9,13 +9,14 @@ import { join } from 'node:path';
 import { Sealer, domainOf } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { migrate } from './migrations.ts';
+import { readAttemptDetail, readMessageMetadata } from './record-schemas.ts';
 import { SqliteEngine } from './sqlite-engine.ts';
 import { uuidv7 } from './ids.ts';
 import { DomainsTable } from './domains-table.ts';
 import { AuditTable } from './audit-table.ts';
 import { ApiKeysTable } from './api-keys-table.ts';
 import { SendApiTable, allocatePublicIds } from './send-api-table.ts';
-import { EventsTable } from './events-table.ts';
+import { EventsTable, type EventRules, type RemoteBounce } from './events-table.ts';
 import { WebhooksTable } from './webhooks-table.ts';
 import { QueueTable, type AttemptEffects, type ClaimOptions } from './queue-table.ts';
 
@@ -59,6 +60,8 @@ const ctx = (table: string, column: string) => `${table}.${column}`;
 export interface StoreOptions {
   dataDir: string;
   sealer: Sealer;
+  /** Which events verdicts, refusals and remote bounces cause: events/derive.ts's `eventRules`. */
+  events: EventRules;
 }
 
 export class Store {
@@ -72,14 +75,14 @@ export class Store {
   readonly webhooks: WebhooksTable;
   readonly queue: QueueTable;
 
-  private constructor(engine: SqlEngine, sealer: Sealer) {
+  private constructor(engine: SqlEngine, sealer: Sealer, rules: EventRules) {
     this.engine = engine;
     this.sealer = sealer;
     this.domains = new DomainsTable(engine, sealer);
     this.audit = new AuditTable(engine, sealer);
     this.apiKeys = new ApiKeysTable(engine, sealer);
     this.sendApi = new SendApiTable(engine, sealer);
-    this.events = new EventsTable(engine, sealer);
+    this.events = new EventsTable(engine, sealer, rules);
     this.webhooks = new WebhooksTable(engine, sealer);
     this.queue = new QueueTable(engine, sealer, this.events);
   }
@@ -88,13 +91,13 @@ export class Store {
   static async open(options: StoreOptions): Promise<Store> {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     const engine = new SqliteEngine(join(options.dataDir, 'lacre.db'));
-    return Store.openWith(engine, options.sealer);
+    return Store.openWith(engine, options.sealer, options.events);
   }
 
-  static async openWith(engine: SqlEngine, sealer: Sealer): Promise<Store> {
+  static async openWith(engine: SqlEngine, sealer: Sealer, rules: EventRules): Promise<Store> {
     try {
       await migrate(engine);
-      const store = new Store(engine, sealer);
+      const store = new Store(engine, sealer, rules);
       sealer.setLookupKey(await store.#lookupKey());
       return store;
     } catch (err) {
@@ -172,23 +175,25 @@ export class Store {
 
   /**
    * A bounce that arrived after the recipient's server accepted the message (an asynchronous
-   * DSN to the return path): the delivered recipient becomes bounced, and a hard bounce is
-   * suppressed, in one transaction. Returns false when no delivered recipient matches.
+   * DSN to the return path): the delivered recipient becomes bounced, a hard bounce is
+   * suppressed, and its `bounce` event (with the webhook outbox rows) is recorded, in one
+   * transaction. Returns false when no delivered recipient matches.
    */
-  async recordRemoteBounce(entry: { messageId: string; address: string; reason: string; suppress: boolean; at: number }): Promise<boolean> {
+  async recordRemoteBounce(bounce: RemoteBounce): Promise<boolean> {
     return this.engine.transaction(async (tx) => {
-      const { changes } = await tx.run(
+      const bounced = await tx.all<{ id: string }>(
         `UPDATE recipients SET state = 'bounced', reason_sealed = ?, updated_at = ?
-          WHERE message_id = ? AND address_hash = ? AND state = 'delivered'`,
+          WHERE message_id = ? AND address_hash = ? AND state = 'delivered' RETURNING id`,
         [
-          this.sealer.seal(entry.reason, ctx('recipients', 'reason_sealed')),
-          entry.at,
-          entry.messageId,
-          this.sealer.addressHash(entry.address),
+          this.sealer.seal(bounce.reason, ctx('recipients', 'reason_sealed')),
+          bounce.at,
+          bounce.messageId,
+          this.sealer.addressHash(bounce.address),
         ],
       );
-      if (changes === 0) return false;
-      if (entry.suppress) await this.queue.suppressIn(tx, { address: entry.address, reason: entry.reason, messageId: entry.messageId, at: entry.at });
+      if (bounced.length === 0) return false;
+      if (bounce.suppress) await this.queue.suppressIn(tx, { address: bounce.address, reason: bounce.reason, messageId: bounce.messageId, at: bounce.at });
+      for (const { id } of bounced) await this.events.recordRemoteBounce(tx, bounce, id);
       return true;
     });
   }
@@ -241,7 +246,7 @@ export class Store {
       outcome: a.outcome,
       replyCode: a.reply_code === null ? null : Number(a.reply_code),
       enhancedCode: a.enhanced_code,
-      detail: a.detail_sealed ? JSON.parse(s.openString(a.detail_sealed, ctx('attempts', 'detail_sealed'))) : null,
+      detail: a.detail_sealed ? readAttemptDetail(s.openString(a.detail_sealed, ctx('attempts', 'detail_sealed')), a.id) : null,
     });
     const recipientViews: RecipientView[] = recipients.map((r) => ({
       id: r.id,
@@ -262,7 +267,7 @@ export class Store {
       sender: message.sender_sealed ? s.openString(message.sender_sealed, ctx('messages', 'sender_sealed')) : null,
       size: Number(message.content_size),
       requireTls: Number(message.require_tls) === 1,
-      metadata: JSON.parse(s.openString(message.metadata_sealed, ctx('messages', 'metadata_sealed'))),
+      metadata: readMessageMetadata(s.openString(message.metadata_sealed, ctx('messages', 'metadata_sealed')), message.id),
       recipients: recipientViews,
     };
   }

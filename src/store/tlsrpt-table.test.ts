@@ -4,6 +4,7 @@ import { openTempData, tempDir } from '../../test/harness/temp-data.ts';
 import { loadKeyring, rotateMasterKeyFile } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from './store.ts';
+import { eventRules } from '../events/derive.ts';
 import { TlsRptTable, type TlsRptCounts } from './tlsrpt-table.ts';
 
 const COUNTS: TlsRptCounts = {
@@ -65,7 +66,7 @@ test('pruneBefore deletes counts and report states of older days only', async ()
 test('master key rotation re-seals every TLS-RPT value and they still open', async () => {
   const dataDir = tempDir();
   const before = loadKeyring({ dataDir });
-  let store = await Store.open({ dataDir, sealer: new Sealer(before) });
+  let store = await Store.open({ dataDir, sealer: new Sealer(before), events: eventRules });
   try {
     const table = new TlsRptTable(store.engine, store.sealer);
     await table.addCounts([COUNTS]);
@@ -74,7 +75,7 @@ test('master key rotation re-seals every TLS-RPT value and they still open', asy
     await store.close();
 
     const after = rotateMasterKeyFile(before, dataDir);
-    store = await Store.open({ dataDir, sealer: new Sealer(after) });
+    store = await Store.open({ dataDir, sealer: new Sealer(after), events: eventRules });
     assert.equal(await store.resealAll(), 4, 'the lookup key, the policy, the failure detail and the report detail');
     assert.deepEqual(Object.keys(await store.sealedValuesByKey()), [after.current.idHex]);
     const reopened = new TlsRptTable(store.engine, store.sealer);

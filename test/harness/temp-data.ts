@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { loadKeyring } from '../../src/sealing/keyring.ts';
 import { Sealer } from '../../src/sealing/sealer.ts';
 import { Store } from '../../src/store/store.ts';
+import { eventRules } from '../../src/events/derive.ts';
 import { Queue } from '../../src/queue/queue.ts';
 import type { RetrySchedule } from '../../src/queue/retry-policy.ts';
 
@@ -28,7 +29,7 @@ export async function openTempData(
 ): Promise<TempData> {
   const dataDir = options.dataDir ?? tempDir();
   const sealer = new Sealer(loadKeyring({ dataDir }));
-  const store = await Store.open({ dataDir, sealer });
+  const store = await Store.open({ dataDir, sealer, events: eventRules });
   const queue = new Queue(store, options.schedule ?? FAST_SCHEDULE, options.clock);
   return {
     dataDir,

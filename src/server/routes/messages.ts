@@ -69,12 +69,11 @@ export function messageRoutes(deps: MessageRoutesDeps) {
       if (!ref || !message || !mayRead(readers.get(request)!, message)) return notFound();
       const recipient = message.recipients.find((r) => r.id === ref.recipientId);
       if (!recipient) return notFound();
-      const meta = message.metadata as { customId?: unknown };
       const data = {
         ArrivedAt: mailjetDate(message.createdAt),
         AttemptCount: recipient.attemptCount,
         ContactAlt: recipient.address,
-        CustomID: typeof meta.customId === 'string' ? meta.customId : '',
+        CustomID: message.metadata.customId ?? '',
         ID: ref.publicId,
         IsClickTracked: false,
         IsOpenTracked: false,
