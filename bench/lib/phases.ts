@@ -35,6 +35,11 @@ export interface PhaseResult {
   peakRssMiB: number | null;
   /** Sending pace of a paced run, msg/s. */
   pace?: number;
+  /**
+   * Per message (as cpuMsPerMessage), each thread's database work over the server's life: commits,
+   * WAL syncs, statements run, statements prepared (from its "database statistics" log lines).
+   */
+  database?: Record<string, Record<string, number>>;
 }
 
 export interface PhaseOptions {
@@ -67,6 +72,23 @@ export async function stopServer(server: ServeProcess): Promise<void> {
     await server.kill();
   });
   liveServers.delete(server);
+}
+
+/** Stops the server and adds each thread's database statistics, per message, to `result`. */
+async function stopAndCount(server: ServeProcess, result: PhaseResult, per: number): Promise<void> {
+  await stopServer(server);
+  if (per <= 0) return;
+  const database: Record<string, Record<string, number>> = {};
+  for (const line of server.output().split('\n')) {
+    if (!line.includes('"database statistics"')) continue;
+    try {
+      const entry = JSON.parse(line) as { thread: string; database?: Record<string, number> };
+      if (entry.database) database[entry.thread] = Object.fromEntries(Object.entries(entry.database).map(([k, v]) => [k, round(v / per, 2)!]));
+    } catch {
+      // Not a whole JSON line (output interleaved): that thread's figures are left out.
+    }
+  }
+  if (Object.keys(database).length) result.database = database;
 }
 
 /** For signal handlers: SIGKILL every server still running. */
@@ -173,6 +195,9 @@ export async function clientPhase(world: World, o: PhaseOptions): Promise<PhaseR
       ...(o.rate ? { pace: round(o.rate, 1)! } : {}),
     });
     if (sink.unexpected) result.errors.push(`${sink.unexpected} deliveries without a known X-Bench-Id or duplicated`);
+    const stopping = server;
+    server = null;
+    await stopAndCount(stopping, result, per);
     return result;
   } finally {
     if (server) await stopServer(server);
@@ -222,7 +247,7 @@ export async function drainPhase(world: World, label: string, count: number, tim
     // The queue runner starts a moment before /healthz answers: begin at whichever came first.
     const [first, last] = range(sink.deliveredAt.values());
     const span = last !== null ? last - Math.min(startedAt, first) : null;
-    return summarize(label, messages.slice(0, filled), null, sink.deliveredAt, {
+    const result = summarize(label, messages.slice(0, filled), null, sink.deliveredAt, {
       ...facts,
       accepted: filled,
       timedOut: !complete || filled < count,
@@ -231,6 +256,10 @@ export async function drainPhase(world: World, label: string, count: number, tim
       cpuMsPerMessage: delivered ? round((cpuAfter - cpuBefore) / delivered, 2) : null,
       peakRssMiB: peakRssMiB(server.pid),
     });
+    const stopping = server;
+    server = null;
+    await stopAndCount(stopping, result, delivered);
+    return result;
   } finally {
     if (server) await stopServer(server);
     await sink.close();

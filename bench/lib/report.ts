@@ -31,4 +31,9 @@ export function printPhases(log: (s: string) => void, phases: PhaseResult[]): vo
     ]),
   );
   for (const r of phases) for (const e of r.errors) log(`  ${r.label}: ${e}`);
+  for (const r of phases) {
+    if (!r.database) continue;
+    const threads = Object.entries(r.database).map(([t, s]) => `${t} ${Object.entries(s).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    log(`  ${r.label}, database per message: ${threads.join('; ')}`);
+  }
 }

@@ -101,3 +101,38 @@ test('a released lease makes the recipient due again at once, without counting a
     await data.close();
   }
 });
+
+test('past a window full of a saturated destination, the other destinations take turns, and the backlog is never leased', async () => {
+  const data = await openTempData();
+  try {
+    for (let i = 0; i < 5; i++) await data.queue.enqueue({ sender: null, recipients: [`r${i}@big.test`], content, source: 'system' });
+    for (const domain of ['b.test', 'c.test', 'd.test']) {
+      await data.queue.enqueue({ sender: null, recipients: [`x@${domain}`, `y@${domain}`], content, source: 'system' });
+    }
+    const big = data.sealer.domainHash('big.test');
+    const names = new Map(['b.test', 'c.test', 'd.test'].map((d) => [data.sealer.domainHash(d), d]));
+    const seen: string[] = [];
+    const now = Date.now() + 1_000;
+    for (let i = 0; i < 3; i++) {
+      await data.store.claimDue({
+        owner: 'w',
+        now,
+        leaseMs: 60_000,
+        limit: 5,
+        beyond: 1,
+        exclude: [big],
+        pick: (candidates, full) => {
+          assert.equal(full, true);
+          assert.ok(candidates.every((c) => c.domainHash !== big), 'an excluded destination is never a candidate');
+          seen.push(...candidates.map((c) => names.get(c.domainHash)!));
+          return [];
+        },
+      });
+    }
+    assert.deepEqual([...seen].sort(), ['b.test', 'c.test', 'd.test']);
+    const [taken] = await data.store.claimDue({ owner: 'w', now, leaseMs: 60_000, limit: 5, exclude: [big], beyond: 10 });
+    assert.notEqual(taken.domain, 'big.test');
+  } finally {
+    await data.close();
+  }
+});

@@ -267,18 +267,17 @@ export class QueueRunner {
       this.#sites.set(key, site);
       if (admission(site, this.#busy.get(key) ?? 0, now).kind === 'wait') exclude.push(hash);
     }
-    const window = claimWindow(free);
-    let looked = 0;
+    let full = false;
     let picked: Array<{ site: string; deferReason: string | null; ids: string[] }> = [];
     const claimed = await this.#o.store.claimDue({
       owner: this.#o.workerId,
       now,
       leaseMs: this.#o.leaseMs,
-      limit: window,
+      limit: claimWindow(free),
       beyond: 100,
       exclude,
-      pick: (candidates) => {
-        looked = candidates.length;
+      pick: (candidates, windowFull) => {
+        full = windowFull;
         picked = this.#pick(candidates, free, now);
         return picked.flatMap((b) => b.ids);
       },
@@ -294,7 +293,7 @@ export class QueueRunner {
       if (planned.deferReason) this.#deferSuspended(batch, planned.site, planned.deferReason);
       else this.#run(batch, planned.site);
     }
-    return { batches, more: looked >= window };
+    return { batches, more: full };
   }
 
   /**

@@ -107,6 +107,8 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
           await webhookDispatcher.stop(graceMs);
           await tlsRpt?.reporter.stop();
           await tlsRpt?.collector.close();
+          // What the bench reads per message (bench/lib/phases.ts): this thread's own connection.
+          logger.info({ thread: 'delivery', database: store.engine.stats }, 'database statistics');
           await store.close();
           return result;
         })();

@@ -206,6 +206,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
           logger.error({ err: { message: err.message } }, 'the delivery thread did not stop cleanly; its leases will expire');
           return null;
         });
+        logger.info({ thread: 'intake', database: store.engine.stats }, 'database statistics');
         await store.close();
         logger.info(result ?? {}, 'stopped');
       })();

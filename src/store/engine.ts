@@ -30,5 +30,7 @@ export interface SqlEngine extends SqlExecutor {
   readonly claimLockClause: string;
   /** Column type for binary data (sealed values): BLOB or BYTEA. */
   readonly blobType: string;
+  /** What this connection did so far (commits, syncs, statements, …), for benchmarks and logs. */
+  readonly stats?: Readonly<Record<string, number>>;
   close(): Promise<void>;
 }

@@ -349,6 +349,21 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX attempts_recipient ON attempts (recipient_id, started_at)`,
     ],
   },
+  {
+    version: 12,
+    name: 'claim-indexes',
+    statements: () => [
+      // Without statistics the planner preferred recipients_due (state, next_attempt_at) for the
+      // claim and sorted every due row on each claim (O(queue)); without it, it reads
+      // recipients_pending in due order and stops at the window.
+      `DROP INDEX recipients_due`,
+      // Per destination, in due order: the claim finds other destinations past a window full of one
+      // destination's backlog by a skip scan over this index instead of reading that backlog.
+      `CREATE INDEX recipients_pending_domain ON recipients (domain_hash, next_attempt_at, message_id, position) WHERE state IN ('queued', 'deferred')`,
+      // Renewals and verdicts find a lease by its token; only leased rows carry one.
+      `CREATE INDEX recipients_lease ON recipients (lease_token) WHERE lease_token IS NOT NULL`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

@@ -44,15 +44,18 @@ export interface ClaimOptions {
   beyond?: number;
   /**
    * Chooses, from the candidates in due order, the ids to lease (all of them when absent). Runs
-   * inside the claim's transaction: it must be quick and must not touch the store.
+   * inside the claim's transaction: it must be quick and must not touch the store. `full` says
+   * the window of `limit` due recipients was full: more work may wait behind it.
    */
-  pick?: (candidates: ClaimCandidate[]) => string[];
+  pick?: (candidates: ClaimCandidate[], full: boolean) => string[];
 }
 
 export class QueueTable {
   #engine: SqlEngine;
   #sealer: Sealer;
   #events: EventsTable;
+  /** Where the last look past a full window stopped (a domain hash; '' is before the first). */
+  #destinationCursor = '';
 
   constructor(engine: SqlEngine, sealer: Sealer, events: EventsTable) {
     this.#engine = engine;
@@ -119,27 +122,28 @@ export class QueueTable {
     const { owner, now, leaseMs, limit, exclude = [], pick } = options;
     const rows = await this.#engine.transaction(
       async (tx) => {
-        // Same WHERE as the partial index recipients_pending, so due order comes without a sort.
-        const due = (skip: string[], n: number) =>
-          tx.all<{ id: string; lease_token: string | null; domain_hash: string; message_id: string }>(
-            `SELECT id, lease_token, domain_hash, message_id FROM recipients
-              WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
-                AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
-                ${skip.length ? `AND domain_hash NOT IN (${skip.map(() => '?').join(', ')})` : ''}
-              ORDER BY next_attempt_at, message_id, position
-              LIMIT ? ${this.#engine.claimLockClause}`,
-            [now, now, ...skip, n],
-          );
-        const candidates = await due(exclude, limit);
+        // Same WHERE as the partial index recipients_pending, so due order comes without a sort, and
+        // the read stops at the window. Excluded destinations are passed over here rather than in
+        // SQL: skipping them there would read a saturated destination's whole backlog each claim.
+        const window = await tx.all<CandidateRow>(
+          `SELECT id, lease_token, domain_hash, message_id FROM recipients
+            WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
+              AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
+            ORDER BY next_attempt_at, message_id, position
+            LIMIT ? ${this.#engine.claimLockClause}`,
+          [now, now, limit],
+        );
+        const skip = new Set(exclude);
+        const candidates = window.filter((c) => !skip.has(c.domain_hash));
         // A full window may be one big destination's backlog: look past it once for the others, so
         // a message to another destination is never stuck behind it.
-        if (candidates.length === limit && (options.beyond ?? 0) > 0) {
-          const seen = [...new Set([...exclude, ...candidates.map((c) => c.domain_hash)])];
-          candidates.push(...(await due(seen, options.beyond!)));
+        if (window.length === limit && (options.beyond ?? 0) > 0) {
+          for (const c of window) skip.add(c.domain_hash);
+          candidates.push(...(await this.#otherDestinations(tx, skip, options.beyond!, now)));
         }
         if (candidates.length === 0) return [];
         const wanted = pick
-          ? new Set(pick(candidates.map((c) => ({ id: c.id, domainHash: c.domain_hash, messageId: c.message_id }))))
+          ? new Set(pick(candidates.map((c) => ({ id: c.id, domainHash: c.domain_hash, messageId: c.message_id })), window.length === limit))
           : null;
         const claimed: string[] = [];
         for (const { id, lease_token: staleToken, message_id: messageId } of candidates) {
@@ -200,6 +204,47 @@ export class QueueTable {
         expiresAt: Number(row.expires_at),
       };
     });
+  }
+
+  /**
+   * Up to `n` due recipients of destinations not in `skip`, destination by destination: a skip
+   * scan over recipients_pending_domain (one index seek per destination), so it costs the same
+   * however long the skipped destinations' backlogs are. It goes on from where the last one
+   * stopped, so every destination gets its turn when more of them wait than one look takes.
+   */
+  async #otherDestinations(tx: SqlExecutor, skip: Set<string>, n: number, now: number): Promise<CandidateRow[]> {
+    const out: CandidateRow[] = [];
+    const start = this.#destinationCursor;
+    let from = start;
+    let wrapped = false;
+    for (let steps = 0; out.length < n && steps < skip.size + MAX_DESTINATIONS_PER_LOOK; steps++) {
+      const next = await tx.get<{ domain_hash: string }>(
+        `SELECT domain_hash FROM recipients WHERE state IN ('queued', 'deferred') AND domain_hash > ?
+          ORDER BY domain_hash LIMIT 1`,
+        [from],
+      );
+      if (!next) {
+        if (wrapped || start === '') break;
+        wrapped = true;
+        from = '';
+        continue;
+      }
+      if (wrapped && next.domain_hash > start) break;
+      from = next.domain_hash;
+      if (skip.has(from)) continue;
+      out.push(
+        ...(await tx.all<CandidateRow>(
+          `SELECT id, lease_token, domain_hash, message_id FROM recipients
+            WHERE state IN ('queued', 'deferred') AND domain_hash = ? AND next_attempt_at <= ?
+              AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
+            ORDER BY next_attempt_at, message_id, position
+            LIMIT ? ${this.#engine.claimLockClause}`,
+          [from, now, now, n - out.length],
+        )),
+      );
+    }
+    this.#destinationCursor = from;
+    return out;
   }
 
   /** Extends live leases held by `owner`; returns the attempt ids whose lease is still held. */
@@ -335,6 +380,16 @@ export class QueueTable {
     );
     return row?.at == null ? null : Number(row.at);
   }
+}
+
+/** Destinations one look past a full window visits beyond the skipped ones, at most. */
+const MAX_DESTINATIONS_PER_LOOK = 200;
+
+interface CandidateRow {
+  id: string;
+  lease_token: string | null;
+  domain_hash: string;
+  message_id: string;
 }
 
 interface ClaimRow {
