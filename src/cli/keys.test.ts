@@ -78,6 +78,10 @@ test('keys list never shows secrets; disable, enable and delete change what it l
 
 test('an unknown key or scope exits 2 with a clear message', () => {
   const env = { LACRE_DATA_DIR: tempDir() };
+  // A data dir that holds a database, so the unknown key is what gets reported.
+  const other = lacre(['keys', 'create', '--name', 'other', '--json'], env);
+  assert.equal(other.code, 0, other.stderr);
+  const otherKey = JSON.parse(other.stdout).apiKey;
   for (const verb of ['disable', 'enable', 'delete']) {
     const result = lacre(['keys', verb, 'deadbeef', '--json'], env);
     assert.equal(result.code, 2, `${verb}: ${result.stderr}`);
@@ -90,7 +94,7 @@ test('an unknown key or scope exits 2 with a clear message', () => {
   const name = lacre(['keys', 'create', '--name', ' ', '--json'], env);
   assert.equal(name.code, 2);
   assert.match(name.stderr, /a key needs a name/);
-  assert.deepEqual(JSON.parse(lacre(['keys', 'list', '--json'], env).stdout), []);
+  assert.deepEqual(JSON.parse(lacre(['keys', 'list', '--json'], env).stdout).map((k: { apiKey: string }) => k.apiKey), [otherKey]);
 });
 
 test('every keys command answers --help', () => {

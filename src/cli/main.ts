@@ -1,7 +1,6 @@
 // The `lacre` command line (commander). Thin: every command loads the same configuration and
 // calls the same services as the server. Commands with --json print exactly one JSON document on
 // stdout; logs and errors go to stderr.
-import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { formatDuration } from '../config/duration.ts';
 import { createLogger } from '../log/logger.ts';
@@ -11,7 +10,7 @@ import { Store } from '../store/store.ts';
 import { eventRules } from '../events/derive.ts';
 import type { AttemptDetail } from '../store/records.ts';
 import { startServer } from '../server/serve.ts';
-import { program, config, withStore, print, CliError } from './context.ts';
+import { program, config, withStore, print, CliError, openDataDir, runCommandLine } from './context.ts';
 // Command groups in their own modules (one per noun):
 import { registerWebhookCommands } from './commands/webhooks.ts';
 import { registerDomainCommands } from './commands/domains.ts';
@@ -25,6 +24,7 @@ program
   .description('Run the service: HTTP API on LACRE_HTTP_HOST:LACRE_HTTP_PORT (127.0.0.1:8080), data in LACRE_DATA_DIR (./data).')
   .action(async () => {
     const cfg = config();
+    openDataDir(cfg, 'create');
     const logger = createLogger({ level: cfg.log.level });
     const server = await startServer({ config: cfg, logger });
     const shutdown = (signal: string) => {
@@ -46,7 +46,7 @@ messages
   .description('Show a message with each recipient\'s state and every delivery attempt.')
   .option('--json', 'print JSON')
   .action(async (id: string, opts: { json?: boolean }) => {
-    const view = await withStore((store) => store.getMessage(id));
+    const view = await withStore((store) => store.getMessage(id), 'existing');
     if (!view) throw new CliError(`no message with id ${id}`);
     print(!!opts.json, view, () =>
       [
@@ -68,7 +68,7 @@ program
   .description('Count recipients in each delivery state.')
   .option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => {
-    const counts = await withStore((store) => store.countByState());
+    const counts = await withStore((store) => store.countByState(), 'existing');
     print(!!opts.json, counts, () => Object.entries(counts).map(([k, v]) => `${k.padEnd(10)} ${v}`).join('\n'));
   });
 
@@ -82,7 +82,7 @@ sealing
       currentKeyId: store.sealer.currentKeyId,
       keyIds: store.sealer.keyIds,
       valuesByKey: await store.sealedValuesByKey(),
-    }));
+    }), 'existing');
     print(!!opts.json, result, () =>
       [`current key ${result.currentKeyId}`, ...Object.entries(result.valuesByKey).map(([k, n]) => `  ${k}: ${n} values`)].join('\n'),
     );
@@ -93,6 +93,7 @@ sealing
   .option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => {
     const cfg = config();
+    openDataDir(cfg, 'existing');
     const before = loadKeyring(cfg);
     const keyring = rotateMasterKeyFile(before, cfg.dataDir);
     const result = await resealWith(cfg, keyring);
@@ -106,6 +107,7 @@ sealing
   .option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => {
     const cfg = config();
+    openDataDir(cfg, 'existing');
     const result = await resealWith(cfg, loadKeyring(cfg));
     print(!!opts.json, result, () => `re-sealed ${result.resealed} values under ${result.currentKeyId}`);
   });
@@ -168,10 +170,4 @@ registerKeyCommands(program);
 registerPolicyShow(registerPolicyCommands(program));
 registerTlsRptCommands(program);
 
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  const known = err instanceof ConfigError || err instanceof CliError;
-  process.stderr.write(`lacre: ${known ? (err as Error).message : (err as Error).stack ?? String(err)}\n`);
-  process.exitCode = known ? 2 : 1;
-}
+await runCommandLine(process.argv);

@@ -119,9 +119,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
     const value = getPath(raw, path);
     const shown = SECRET_PATHS.has(path[0] ?? '') ? '(secret, not shown)' : JSON.stringify(value);
     const allowed = issue.code === 'unrecognized_keys' ? `unknown setting(s) ${issue.keys.join(', ')}` : issue.message;
-    return value === undefined ? `  ${setting}: ${allowed}` : `  ${setting} = ${shown}: ${allowed}`;
+    return value === undefined ? `${setting}: ${allowed}` : `${setting} = ${shown}: ${allowed}`;
   });
-  throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  // One line, however many settings are wrong: errors are read in logs and terminals alike.
+  throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
 }
 
 function readConfigFile(file: string): Tree {

@@ -66,11 +66,19 @@ const DEFAULT_TIMEOUTS = {
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-/** A yes/no setting as JSON boolean or env text. */
-const booleanFlag = () =>
-  z
-    .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'expected true or false (1/0, yes/no)' })])
-    .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
+const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
+const FALSE_WORDS = new Set(['false', '0', 'no', 'off']);
+
+/** A yes/no setting as JSON boolean or env text: true/false, 1/0, yes/no, on/off in any case. */
+export const booleanFlag = () =>
+  z.union([z.boolean(), z.string()]).transform((v, ctx) => {
+    if (typeof v === 'boolean') return v;
+    const word = v.trim().toLowerCase();
+    if (TRUE_WORDS.has(word)) return true;
+    if (FALSE_WORDS.has(word)) return false;
+    ctx.addIssue({ code: 'custom', message: 'expected true or false (also 1/0, yes/no, on/off, in any case)' });
+    return z.NEVER;
+  });
 
 export const configSchema = z
   .object({
@@ -307,10 +315,7 @@ export const configSchema = z
          * Webhooks to loopback addresses (http or https): how tests and receivers on the same
          * machine work. Switch off where API keys with `read` must not reach local services.
          */
-        allowLoopback: z
-          .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'expected true or false (1/0, yes/no)' })])
-          .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
-          .default(true),
+        allowLoopback: booleanFlag().default(true),
         /** POSTs in flight at once per process, each to a different webhook. */
         concurrency: z.coerce.number().int().min(1).max(100).default(4),
         /** Events per POST at most. */

@@ -20,8 +20,15 @@ export interface Keyring {
   source: 'env' | 'file';
 }
 
-export function masterKeyFrom(key: Buffer): MasterKey {
-  if (key.length !== 32) throw new Error('a master key must be 32 bytes');
+/** A key the operator configured or stored wrongly: the message names the setting or file and the fix. */
+export class KeyringError extends Error {
+  override name = 'KeyringError';
+}
+
+export function masterKeyFrom(key: Buffer, source = 'a master key'): MasterKey {
+  if (key.length !== 32) {
+    throw new KeyringError(`${source} must be 32 random bytes in base64 (${key.length} bytes given); make one with: openssl rand -base64 32`);
+  }
   const id = createHash('sha256').update('lacre key id\0').update(key).digest().subarray(0, 8);
   return { id, idHex: id.toString('hex'), key };
 }
@@ -38,10 +45,10 @@ function readKeyFile(path: string): Buffer {
   const mode = statSync(path).mode & 0o777;
   // A key readable by others is a leaked key: refuse rather than quietly use it.
   if (mode & 0o077) {
-    throw new Error(`${path} is readable by other users (mode ${mode.toString(8)}); run: chmod 600 ${path}`);
+    throw new KeyringError(`${path} is readable by other users (mode ${mode.toString(8)}); run: chmod 600 ${path}`);
   }
   const key = Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
-  if (key.length !== 32) throw new Error(`${path} does not hold a 32-byte base64 key`);
+  if (key.length !== 32) throw new KeyringError(`${path} does not hold a 32-byte base64 key; restore it from a backup (a new key cannot open what the old one sealed)`);
   return key;
 }
 
@@ -64,7 +71,7 @@ export function loadKeyring(options: KeyringOptions): Keyring {
   let current: MasterKey;
   let source: Keyring['source'];
   if (options.masterKey) {
-    current = masterKeyFrom(Buffer.from(options.masterKey, 'base64'));
+    current = masterKeyFrom(Buffer.from(options.masterKey, 'base64'), 'LACRE_MASTER_KEY');
     source = 'env';
   } else {
     const path = masterKeyPath(options.dataDir);
@@ -73,14 +80,14 @@ export function loadKeyring(options: KeyringOptions): Keyring {
     source = 'file';
   }
   const byId = new Map<string, MasterKey>([[current.idHex, current]]);
-  for (const encoded of options.retiredMasterKeys ?? []) {
-    const key = masterKeyFrom(Buffer.from(encoded, 'base64'));
+  for (const [i, encoded] of (options.retiredMasterKeys ?? []).entries()) {
+    const key = masterKeyFrom(Buffer.from(encoded, 'base64'), `LACRE_RETIRED_MASTER_KEYS entry ${i + 1}`);
     if (!byId.has(key.idHex)) byId.set(key.idHex, key);
   }
   const dir = retiredKeysDir(options.dataDir);
   if (existsSync(dir)) {
     for (const name of readdirSync(dir).filter((n) => n.endsWith('.key'))) {
-      const key = masterKeyFrom(readKeyFile(join(dir, name)));
+      const key = masterKeyFrom(readKeyFile(join(dir, name)), join(dir, name));
       if (!byId.has(key.idHex)) byId.set(key.idHex, key);
     }
   }
@@ -94,7 +101,7 @@ export function loadKeyring(options: KeyringOptions): Keyring {
  */
 export function rotateMasterKeyFile(keyring: Keyring, dataDir: string): Keyring {
   if (keyring.source === 'env') {
-    throw new Error(
+    throw new KeyringError(
       'the master key comes from LACRE_MASTER_KEY: put a new key there, move the old one to ' +
         'LACRE_RETIRED_MASTER_KEYS, then run `lacre sealing reseal`',
     );

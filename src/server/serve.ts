@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
+import { lacreVersion } from '../config/version.ts';
 import type { Logger } from '../log/logger.ts';
 import { loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
@@ -78,7 +79,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const http = buildHttpServer({ logger, state, https: httpsOptions });
   await http.register(domainRoutes({ keys, domains }));
   await http.register(tlsPolicyRoutes({ keys, table: policy.tlsPolicyTable, audit: store.audit, policies: policy.staticPolicies }));
-  await http.register(sendRoutes({ keys, composer, store, onQueued: () => delivery?.nudge(), version: '0.1.0' }));
+  await http.register(sendRoutes({ keys, composer, store, onQueued: () => delivery?.nudge(), version: lacreVersion() }));
   await http.register(messageRoutes({ keys, store }));
   const webhookLookup = resolverLookup(resolver);
   await http.register(eventRoutes({ keys, store }));

@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../../config/schema.ts';
 import type { Store } from '../../store/store.ts';
+import type { DataDirUse } from '../data-dir.ts';
 import { Resolver } from '../../dns/resolver.ts';
 import { SenderDomains, DomainError, senderSettingsFrom, type DomainView, type VerifyOutcome } from '../../domains/sender-domains.ts';
 import { withStore, print, CliError, cliActor } from '../context.ts';
@@ -16,7 +17,7 @@ function service(store: Store, cfg: Config): SenderDomains {
   });
 }
 
-async function run<T>(fn: (domains: SenderDomains) => Promise<T>): Promise<T> {
+async function run<T>(use: DataDirUse, fn: (domains: SenderDomains) => Promise<T>): Promise<T> {
   return withStore(async (store, cfg) => {
     try {
       return await fn(service(store, cfg));
@@ -24,7 +25,7 @@ async function run<T>(fn: (domains: SenderDomains) => Promise<T>): Promise<T> {
       if (err instanceof DomainError) throw new CliError(err.message);
       throw err;
     }
-  });
+  }, use);
 }
 
 export function registerDomainCommands(program: Command): void {
@@ -37,7 +38,7 @@ export function registerDomainCommands(program: Command): void {
     .description('Register a sender domain, generate its DKIM keys (Ed25519 and RSA-2048) and print the DNS records to publish.')
     .option('--json', 'print one JSON document')
     .action(async (name: string, opts: { json?: boolean }) => {
-      const view = await run((d) => d.add(name, cliActor()));
+      const view = await run('create', (d) => d.add(name, cliActor()));
       print(!!opts.json, view, () => describeDomain(view) + `\n\nThen run: lacre domains verify ${view.domain}`);
     });
 
@@ -47,7 +48,7 @@ export function registerDomainCommands(program: Command): void {
     .option('--force', 'mark the domain verified without DNS (for trials); recorded in the audit log with who did it')
     .option('--json', 'print one JSON document')
     .action(async (name: string, opts: { json?: boolean; force?: boolean }) => {
-      const outcome = await run((d) => d.verify(name, { actor: cliActor(), force: !!opts.force }));
+      const outcome = await run('existing', (d) => d.verify(name, { actor: cliActor(), force: !!opts.force }));
       print(!!opts.json, outcome, () => describeVerification(outcome));
       if (outcome.domain.status !== 'verified') process.exitCode = 1;
     });
@@ -57,7 +58,7 @@ export function registerDomainCommands(program: Command): void {
     .description('List sender domains and their status.')
     .option('--json', 'print one JSON document')
     .action(async (opts: { json?: boolean }) => {
-      const list = await run((d) => d.list());
+      const list = await run('existing', (d) => d.list());
       print(!!opts.json, list.map(({ records: _r, ...rest }) => rest), () =>
         list.length === 0
           ? 'no sender domains (add one with `lacre domains add DOMAIN`)'
@@ -72,7 +73,7 @@ export function registerDomainCommands(program: Command): void {
     .description('Show a sender domain, its DKIM keys and the DNS records to publish.')
     .option('--json', 'print one JSON document')
     .action(async (name: string, opts: { json?: boolean }) => {
-      const view = await run((d) => d.show(name));
+      const view = await run('existing', (d) => d.show(name));
       print(!!opts.json, view, () => describeDomain(view));
     });
 
@@ -81,7 +82,7 @@ export function registerDomainCommands(program: Command): void {
     .description('Remove a sender domain and erase its DKIM keys; mail from it is refused from then on.')
     .option('--json', 'print one JSON document')
     .action(async (name: string, opts: { json?: boolean }) => {
-      await run((d) => d.remove(name, cliActor()));
+      await run('existing', (d) => d.remove(name, cliActor()));
       print(!!opts.json, { domain: name, removed: true }, () => `removed ${name}`);
     });
 
@@ -90,7 +91,7 @@ export function registerDomainCommands(program: Command): void {
     .description('Start a DKIM key rotation: a new selector pair is published beside the current one; signing switches when it verifies, and the old keys retire after senders.dkimRotationGrace.')
     .option('--json', 'print one JSON document')
     .action(async (name: string, opts: { json?: boolean }) => {
-      const view = await run((d) => d.rotateDkim(name, cliActor()));
+      const view = await run('existing', (d) => d.rotateDkim(name, cliActor()));
       print(!!opts.json, view, () => describeDomain(view) + `\n\nPublish the new DKIM records, keep the old ones, then run: lacre domains verify ${view.domain}`);
     });
 }

@@ -40,7 +40,7 @@ export function registerKeyCommands(program: Command): void {
     .description('List API keys with their scopes, state and last use (never their secrets).')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
-      const list = await withStore((store) => new ApiKeys(store).list());
+      const list = await withStore((store) => new ApiKeys(store).list(), 'existing');
       print(!!opts.json, list, () => (list.length === 0 ? 'no API keys' : list.map(describe).join('\n')));
     });
 
@@ -49,7 +49,7 @@ export function registerKeyCommands(program: Command): void {
     .description('Disable an API key: requests with it are refused at once, in every running server.')
     .option('--json', 'print JSON')
     .action(async (key: string, opts: { json?: boolean }) => {
-      const view = await withStore((store) => new ApiKeys(store).disable(key, cliActor()));
+      const view = await withStore((store) => new ApiKeys(store).disable(key, cliActor()), 'existing');
       if (!view) throw new CliError(`no API key ${key}`);
       print(!!opts.json, view, () => `disabled ${describe(view)}`);
     });
@@ -59,7 +59,7 @@ export function registerKeyCommands(program: Command): void {
     .description('Enable a disabled API key again.')
     .option('--json', 'print JSON')
     .action(async (key: string, opts: { json?: boolean }) => {
-      const view = await withStore((store) => new ApiKeys(store).enable(key, cliActor()));
+      const view = await withStore((store) => new ApiKeys(store).enable(key, cliActor()), 'existing');
       if (!view) throw new CliError(`no API key ${key}`);
       print(!!opts.json, view, () => `enabled ${describe(view)}`);
     });
@@ -69,7 +69,7 @@ export function registerKeyCommands(program: Command): void {
     .description('Delete an API key for good.')
     .option('--json', 'print JSON')
     .action(async (key: string, opts: { json?: boolean }) => {
-      const deleted = await withStore((store) => new ApiKeys(store).delete(key, cliActor()));
+      const deleted = await withStore((store) => new ApiKeys(store).delete(key, cliActor()), 'existing');
       if (!deleted) throw new CliError(`no API key ${key}`);
       print(!!opts.json, { apiKey: key, deleted: true }, () => `deleted API key ${key}`);
     });

@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../../config/schema.ts';
 import type { Store } from '../../store/store.ts';
+import type { DataDirUse } from '../data-dir.ts';
 import { TlsPoliciesTable } from '../../store/tls-policies-table.ts';
 import { StaticPolicies, type ListedPolicy } from '../../policy-lookup/static-policies.ts';
 import { StaticPolicyError, removeStaticPolicy, setStaticPolicy, type StaticPolicyDeps } from '../../policy-lookup/static-policy-changes.ts';
@@ -16,7 +17,7 @@ function deps(store: Store, cfg: Config): StaticPolicyDeps & { policies: StaticP
   return { table, audit: store.audit, policies };
 }
 
-async function run<T>(fn: (d: ReturnType<typeof deps>) => Promise<T>): Promise<T> {
+async function run<T>(use: DataDirUse, fn: (d: ReturnType<typeof deps>) => Promise<T>): Promise<T> {
   return withStore(async (store, cfg) => {
     try {
       return await fn(deps(store, cfg));
@@ -24,7 +25,7 @@ async function run<T>(fn: (d: ReturnType<typeof deps>) => Promise<T>): Promise<T
       if (err instanceof StaticPolicyError) throw new CliError(err.message);
       throw err;
     }
-  });
+  }, use);
 }
 
 /** Returns the `policy` command so more subcommands (`show`) can join it. */
@@ -44,7 +45,7 @@ export function registerPolicyCommands(program: Command): Command {
     .option('--note <text>', 'why, for whoever reads the list later (a ticket, a contact); replaces any earlier note')
     .option('--json', 'print one JSON document')
     .action(async (domain: string, level: string, opts: { note?: string; json?: boolean }) => {
-      const outcome = await run((d) => setStaticPolicy(d, { domain, level, note: opts.note, actor: cliActor() }));
+      const outcome = await run('create', (d) => setStaticPolicy(d, { domain, level, note: opts.note, actor: cliActor() }));
       print(!!opts.json, outcome, () => {
         const { entry, previous, overrides } = outcome;
         const was = previous ? `was ${previous.level}` : 'new table entry';
@@ -58,7 +59,7 @@ export function registerPolicyCommands(program: Command): Command {
     .description('Remove a domain\'s policy table entry: it falls back to LACRE_TLS_POLICIES, a .parent entry, or the default.')
     .option('--json', 'print one JSON document')
     .action(async (domain: string, opts: { json?: boolean }) => {
-      const removed = await run((d) => removeStaticPolicy(d, { domain, actor: cliActor() }));
+      const removed = await run('existing', (d) => removeStaticPolicy(d, { domain, actor: cliActor() }));
       print(!!opts.json, { domain: removed.domain, removed: true, previous: removed.level }, () => `removed ${removed.domain} (was ${removed.level})`);
     });
 
@@ -67,7 +68,7 @@ export function registerPolicyCommands(program: Command): Command {
     .description('List every static TLS policy, from the policy table and LACRE_TLS_POLICIES, with where each comes from.')
     .option('--json', 'print one JSON document')
     .action(async (opts: { json?: boolean }) => {
-      const result = await run(async (d) => ({ defaultLevel: d.policies.defaultLevel, policies: await d.policies.list() }));
+      const result = await run('existing', async (d) => ({ defaultLevel: d.policies.defaultLevel, policies: await d.policies.list() }));
       print(!!opts.json, result, () =>
         [`default: ${result.defaultLevel} (LACRE_TLS_DEFAULT_POLICY)`, ...(result.policies.length === 0 ? ['no policies'] : result.policies.map(describe))].join(
           '\n',

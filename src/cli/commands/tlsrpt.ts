@@ -28,7 +28,7 @@ export function registerTlsRptCommands(program: Command): void {
         const report = await previewReport(table, reportIdentity(cfg), domain, opts.date);
         if (!report) throw new CliError(`no TLS sessions with ${domain} were counted on ${opts.date} (UTC)`);
         return { report, state: await table.report(opts.date, table.domainHash(domain)) };
-      });
+      }, 'existing');
       print(!!opts.json, shown.report, () => describe(shown.report, shown.state));
     });
 }

@@ -54,7 +54,7 @@ export function registerWebhookCommands(program: Command): void {
     .option('--key <apiKey>', 'only this API key\'s webhooks')
     .option('--json', 'print JSON')
     .action(async (opts: { key?: string; json?: boolean }) => {
-      const list = await withStore((store, cfg) => service(store, cfg).list(opts.key));
+      const list = await withStore((store, cfg) => service(store, cfg).list(opts.key), 'existing');
       print(!!opts.json, list, () => (list.length === 0 ? 'no webhooks' : list.map(describe).join('\n')));
     });
 
@@ -63,7 +63,7 @@ export function registerWebhookCommands(program: Command): void {
     .description('Remove a webhook and its undelivered events.')
     .option('--json', 'print JSON')
     .action(async (id: string, opts: { json?: boolean }) => {
-      const removed = await withStore((store, cfg) => service(store, cfg).remove(id, { actor: cliActor() }));
+      const removed = await withStore((store, cfg) => service(store, cfg).remove(id, { actor: cliActor() }), 'existing');
       if (!removed) throw new CliError(`no webhook ${id}`);
       print(!!opts.json, { id, removed: true }, () => `removed webhook ${id}`);
     });
