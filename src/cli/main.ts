@@ -3,6 +3,8 @@
 // stdout; logs and errors go to stderr.
 import type { Config } from '../config/schema.ts';
 import { formatDuration } from '../config/duration.ts';
+import { ENV_SETTINGS } from '../config/load.ts';
+import { preflight } from '../server/preflight.ts';
 import { createLogger } from '../log/logger.ts';
 import { loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
@@ -127,27 +129,39 @@ program
   .command('config')
   .description('Configuration commands.')
   .command('check')
-  .description('Validate the configuration and print the effective settings (secrets hidden).')
+  .description('Validate the configuration as `serve` does (settings, CA file, TLS certificate pairs) and print every setting, secrets hidden.')
   .option('--json', 'print JSON')
-  .action((opts: { json?: boolean }) => {
+  .action(async (opts: { json?: boolean }) => {
     const cfg = config();
-    const shown = {
-      ...cfg,
-      masterKey: cfg.masterKey ? '(set)' : undefined,
-      retiredMasterKeys: cfg.retiredMasterKeys.map(() => '(set)'),
-    };
-    print(!!opts.json, shown, () =>
-      [
-        `dataDir          ${cfg.dataDir}`,
-        `http             ${cfg.http.host}:${cfg.http.port}`,
-        `masterKey        ${cfg.masterKey ? 'from LACRE_MASTER_KEY' : `${cfg.dataDir}/master.key`}`,
-        `log.level        ${cfg.log.level}`,
-        ...Object.entries(cfg.queue).map(
-          ([k, v]) => `queue.${k.padEnd(12)} ${k === 'concurrency' ? v : formatDuration(v as number)}`,
-        ),
-      ].join('\n'),
-    );
+    const { warnings } = await preflight(cfg);
+    for (const warning of warnings) process.stderr.write(`lacre: warning: ${warning}\n`);
+    const settings = ENV_SETTINGS.map(({ env, path }) => ({ env, setting: path.join('.'), value: shownValue(path, valueAt(cfg, path)) }));
+    print(!!opts.json, { settings: Object.fromEntries(settings.map((s) => [s.setting, s.value])), warnings }, () => {
+      const width = Math.max(...settings.map((s) => s.env.length));
+      return settings.map((s) => `${s.env.padEnd(width)}  ${typeof s.value === 'string' ? s.value : JSON.stringify(s.value)}`).join('\n');
+    });
   });
+
+function valueAt(cfg: Config, path: string[]): unknown {
+  let node: unknown = cfg;
+  for (const key of path) node = node && typeof node === 'object' ? (node as Record<string, unknown>)[key] : undefined;
+  return node;
+}
+
+/** Secrets as set/not set; durations as operators write them; absent optional settings as "(not set)". */
+function shownValue(path: string[], value: unknown): unknown {
+  const key = path.join('.');
+  if (key === 'masterKey') return value ? '(set)' : '(not set: data dir master.key)';
+  if (key === 'retiredMasterKeys') return (value as string[]).length ? `(${(value as string[]).length} set)` : '(none)';
+  if (value === undefined) return '(not set)';
+  if (typeof value === 'number' && DURATION_SETTINGS.has(key)) return formatDuration(value);
+  return value;
+}
+
+/** Settings held in milliseconds: shown as durations, the way they are written. */
+const DURATION_SETTINGS = new Set(
+  ENV_SETTINGS.map((s) => s.path.join('.')).filter((k) => /(Backoff|Age|lease|Interval|Grace|[tT]imeout|timeouts\.)/.test(k)),
+);
 
 /** One line on how an attempt travelled, like Postfix's `tls=` log field. */
 function describeAttempt(d: AttemptDetail | null): string {

@@ -5,7 +5,6 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
-import { ConfigError } from '../config/load.ts';
 import { lacreVersion } from '../config/version.ts';
 import type { Logger } from '../log/logger.ts';
 import { loadKeyring } from '../sealing/keyring.ts';
@@ -13,13 +12,12 @@ import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { eventRules } from '../events/derive.ts';
 import { Queue } from '../queue/queue.ts';
-import { readFileSync } from 'node:fs';
 import { buildHttpServer, type HttpState } from './http.ts';
 import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains, senderSettingsFrom } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
 import { domainRoutes } from './routes/domains.ts';
-import { loadHttpTls } from './https.ts';
+import { preflight } from './preflight.ts';
 import { sendRoutes } from './routes/send.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { eventRoutes } from './routes/events.ts';
@@ -49,10 +47,10 @@ export interface ServeOptions {
 }
 
 export async function startServer({ config, logger }: ServeOptions): Promise<RunningServer> {
-  // Read before anything starts: a missing CA file is a configuration error, not a delivery failure.
-  const ca = config.tls.caFile ? [readFileCa(config.tls.caFile)] : [];
-  // Also before anything starts: a bad PEM pair, or plain HTTP on a non-loopback address, stops start-up.
-  const httpsOptions = loadHttpTls(config.http);
+  // Before anything starts: a missing CA file, a bad PEM pair or plain HTTP off loopback is a
+  // configuration error naming the setting, not a delivery failure later.
+  const { ca, https: httpsOptions, warnings } = await preflight(config);
+  for (const warning of warnings) logger.warn({ setting: warning.split(' ')[0] }, warning);
   const keyring = loadKeyring(config);
   const sealer = new Sealer(keyring);
   const store = await Store.open({ dataDir: config.dataDir, sealer, events: eventRules });
@@ -215,14 +213,4 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     },
   };
   return running;
-}
-
-function readFileCa(path: string): string {
-  try {
-    const pem = readFileSync(path, 'utf8');
-    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
-    return pem;
-  } catch (err) {
-    throw new ConfigError(`LACRE_CA_FILE (tls.caFile) = ${JSON.stringify(path)}: ${(err as Error).message}`);
-  }
 }

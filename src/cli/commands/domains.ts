@@ -6,7 +6,8 @@ import type { Store } from '../../store/store.ts';
 import type { DataDirUse } from '../data-dir.ts';
 import { Resolver } from '../../dns/resolver.ts';
 import { SenderDomains, DomainError, senderSettingsFrom, type DomainView, type VerifyOutcome } from '../../domains/sender-domains.ts';
-import { withStore, print, CliError, cliActor } from '../context.ts';
+import { withStore, print, CliError, cliActor, config } from '../context.ts';
+import { configWarnings } from '../../config/warnings.ts';
 
 function service(store: Store, cfg: Config): SenderDomains {
   return new SenderDomains({
@@ -39,6 +40,9 @@ export function registerDomainCommands(program: Command): void {
     .option('--json', 'print one JSON document')
     .action(async (name: string, opts: { json?: boolean }) => {
       const view = await run('create', (d) => d.add(name, cliActor()));
+      // The records printed name this host: a single-label name would publish an SPF and MX that
+      // resolve nowhere, so say so beside them (stderr: --json stays one document).
+      for (const warning of configWarnings(config())) process.stderr.write(`lacre: warning: ${warning}\n`);
       print(!!opts.json, view, () => describeDomain(view) + `\n\nThen run: lacre domains verify ${view.domain}`);
     });
 
