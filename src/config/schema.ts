@@ -7,7 +7,7 @@ import { parseDuration } from './duration.ts';
 import { STATIC_TLS_LEVELS, parseTlsPolicies } from '../tls-policy/levels.ts';
 import { parseRoutes } from '../delivery/destination.ts';
 import { parseDnsServers } from '../dns/resolver.ts';
-import { DEFAULT_TIMEOUTS as SESSION_TIMEOUTS } from '../delivery/smtp-session.ts';
+import { DEFAULT_TIMEOUTS as SESSION_TIMEOUTS } from '../delivery/timeouts.ts';
 
 const duration = (what: string) =>
   z.union([z.string(), z.number()]).transform((value, ctx) => {

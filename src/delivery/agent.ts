@@ -17,12 +17,12 @@ import { decidePolicy, type StaticTlsLevel, type TlsFailure } from '../tls-polic
 import type { TlsSessionReport } from '../tls-policy/evidence.ts';
 import { judgeForReport, planHop, type DomainEvidence, type HopPlan } from '../tls-policy/engine.ts';
 import { hasTlsRequiredNo } from '../tls-policy/tls-required-header.ts';
-import { lookupDane } from '../policy-lookup/dane.ts';
+import { danePort, lookupDane } from '../policy-lookup/dane.ts';
 import type { PolicySources } from '../policy-lookup/sources.ts';
 import { resolveDestination, type Destination, type NextHop } from './destination.ts';
 import { openSessionWithPolicy, SmtpSessionError, type SmtpSession, type TlsFacts, type Timeouts } from './smtp-session.ts';
 import { decideTrouble, troubleOf, type TroubleDecision } from './trouble.ts';
-import { classifyReply, enhancedCodeOf } from './replies.ts';
+import { classifyReply, enhancedCodeOf } from '../mail/replies.ts';
 import { KeyedLimiter } from './limiter.ts';
 import { SessionPool } from './session-pool.ts';
 
@@ -163,7 +163,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   }
 
   async #plan(evidence: DomainEvidence, hop: NextHop): Promise<HopPlan> {
-    const dane = this.#o.sources?.dane ? await this.#o.sources.dane(hop) : await lookupDane(this.#o.resolver, hop, hop.source === 'route' ? hop.port : 25);
+    const dane = this.#o.sources?.dane ? await this.#o.sources.dane(hop) : await lookupDane(this.#o.resolver, hop, danePort(hop));
     return planHop(evidence, { host: hop.host, addressesSecure: hop.addressesSecure, dane });
   }
 

@@ -9,7 +9,7 @@ import { startSmtpSink, type SmtpSink, type SmtpSinkOptions } from '../../test/h
 import { startStartTlsInjectionSink, startStripTlsProxy, type InjectionSink, type StripTlsProxy } from '../../test/harness/mitm-proxy.ts';
 import { meetsTlsFloor, type TlsFailure, type TlsLevel } from '../tls-policy/levels.ts';
 import { formatTlsa } from '../tls-policy/dane.ts';
-import type { TlsaRecord } from '../tls-policy/evidence.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 import {
   SmtpSessionError,
   dotStuff,

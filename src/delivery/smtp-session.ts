@@ -30,41 +30,15 @@ import tls from 'node:tls';
 import { X509Certificate, createHash } from 'node:crypto';
 import { MIN_TLS_VERSION, classifyTlsError, judgeTls, type TlsFailure, type TlsJudgement, type TlsLevel } from '../tls-policy/levels.ts';
 import { isUsableTlsa, matchDane } from '../tls-policy/dane.ts';
-import type { TlsaRecord } from '../tls-policy/evidence.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
+import type { SmtpStage } from '../mail/smtp-stage.ts';
+import { DEFAULT_TIMEOUTS, type Timeouts } from './timeouts.ts';
+
+// The defaults live in a module without sockets, so configuration can read them.
+export { DEFAULT_TIMEOUTS, type Timeouts };
 
 // ---------------------------------------------------------------------------------------------
 // Public types
-
-/** Milliseconds per stage. Names match the `delivery.timeouts` configuration. */
-export interface Timeouts {
-  /** TCP connect. */
-  connect: number;
-  /** RFC 5321 §4.5.3.2.1: initial 220, 5 min. */
-  greeting: number;
-  /** EHLO/HELO, STARTTLS, MAIL (§4.5.3.2.2, 5 min), RCPT (§4.5.3.2.3, 5 min), RSET. */
-  command: number;
-  /** RFC 5321 §4.5.3.2.4: the 354 to DATA, 2 min. */
-  dataInit: number;
-  /** RFC 5321 §4.5.3.2.5: each block of message data accepted by the socket, 3 min. */
-  dataBlock: number;
-  /** RFC 5321 §4.5.3.2.6: the reply to the final dot, 10 min. */
-  dataDone: number;
-  /** The TLS handshake after a 220 to STARTTLS (no RFC figure). Default 60 s. */
-  tlsHandshake?: number;
-  /** Waiting for the 221 to QUIT before dropping the connection. Default 10 s. */
-  quit?: number;
-}
-
-export const DEFAULT_TIMEOUTS: Required<Timeouts> = {
-  connect: 30_000,
-  greeting: 300_000,
-  command: 300_000,
-  dataInit: 120_000,
-  dataBlock: 180_000,
-  dataDone: 600_000,
-  tlsHandshake: 60_000,
-  quit: 10_000,
-};
 
 export interface Reply {
   code: number;
@@ -233,7 +207,7 @@ export interface SendHooks {
  * wait for its reply (RFC 5321 §4.5.3.2.6). A failure at `dot` leaves the outcome unknown: the
  * server may have taken the message (RFC 1047). `message` is a local refusal before MAIL.
  */
-export type SessionStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'mail' | 'rcpt' | 'data' | 'dot' | 'message';
+export type SessionStage = SmtpStage;
 
 export type SessionErrorKind =
   /** Refused, reset or closed by the peer. */

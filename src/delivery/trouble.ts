@@ -3,11 +3,11 @@
 // the server replied and what kind of failure it was, say whether to try a fresh connection, the
 // next address, the next MX, or to end the attempt (defer, bounce, or defer with an unknown
 // outcome). The agent asks this table; it decides nothing inline.
-// May import: ./smtp-session (types).
-import { SmtpSessionError, type SessionErrorKind, type SessionStage } from './smtp-session.ts';
+import { SmtpSessionError, type SessionErrorKind } from './smtp-session.ts';
+import type { SmtpStage } from '../mail/smtp-stage.ts';
 
 /** `local`: something other than the session failed (a bug, an unreadable option). */
-export type TroubleStage = SessionStage | 'local';
+export type TroubleStage = SmtpStage | 'local';
 
 export type ReplyClass = 'none' | '4xx' | '5xx';
 

@@ -5,7 +5,8 @@
 // again, so a passing outage or an attacker's dropped packets cannot pin "no record" in place.
 // Concurrent lookups of one name share one query (and so, while it runs, its failure).
 // May import: ./resolver.
-import { DnsError, normalizeName, type DnsResult, type Resolver, type TlsaRecord } from './resolver.ts';
+import { DnsError, normalizeName, type DnsResult, type Resolver } from './resolver.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 
 export interface DnsCacheOptions {
   /** Longest any answer is kept, whatever its TTL. Default 1 hour. */

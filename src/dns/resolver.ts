@@ -8,6 +8,7 @@ import { randomInt } from 'node:crypto';
 import { getServers } from 'node:dns';
 import dnsPacket from 'dns-packet';
 import type { Answer, DecodedPacket, Packet, RecordType } from 'dns-packet';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 
 export interface DnsResult<T> {
   records: T[];
@@ -64,12 +65,6 @@ export interface MxRecord {
   exchange: string;
 }
 
-export interface TlsaRecord {
-  usage: number;
-  selector: number;
-  matchingType: number;
-  data: Buffer;
-}
 
 interface Server {
   host: string;

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import type { Store } from '../store/store.ts';
 import type { Logger } from '../log/logger.ts';
 import { parseReturnPath } from '../compose/return-path.ts';
-import { classifyReply } from '../delivery/replies.ts';
+import { classifyReply } from '../mail/replies.ts';
 import { parseDeliveryStatus } from './dsn-report.ts';
 
 export interface BounceReceiverOptions {

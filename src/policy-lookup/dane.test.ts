@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { resolveDestination, type NextHop } from '../delivery/destination.ts';
-import type { DaneEvidence, TlsaRecord } from '../tls-policy/evidence.ts';
+import type { DaneEvidence } from '../tls-policy/evidence.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 import { lookupDane } from './dane.ts';
 
 let dns: FakeDnsServer;

@@ -7,7 +7,8 @@
 import { isIP } from 'node:net';
 import { DnsError, normalizeName, type Resolver } from '../dns/resolver.ts';
 import { isUsableTlsa } from '../tls-policy/dane.ts';
-import type { DaneEvidence, TlsaRecord } from '../tls-policy/evidence.ts';
+import type { DaneEvidence } from '../tls-policy/evidence.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 
 export interface DaneHop {
   /** The MX host (or route host) as it was looked up. */
@@ -23,6 +24,15 @@ export interface DaneHop {
 const DEFAULT_PORT = 25;
 // RFC 1035 §2.3.4: a longer owner name cannot exist, so neither can TLSA records at it.
 const MAX_NAME = 253;
+
+/**
+ * RFC 7672 §2.2.3: the TLSA name carries the port the service runs on, `_<port>._tcp.<host>`. A
+ * route names its own port; an MX host is SMTP on 25 whatever port the connection uses (the
+ * smtpPort setting only redirects test rigs).
+ */
+export function danePort(hop: { source?: string; port?: number }): number {
+  return hop.source === 'route' && hop.port ? hop.port : DEFAULT_PORT;
+}
 
 function whyUnusable(r: TlsaRecord): string {
   const text = `${r.usage} ${r.selector} ${r.matchingType}`;

@@ -13,7 +13,7 @@ import { TlsPoliciesTable } from '../store/tls-policies-table.ts';
 import { MtaStsTable } from '../store/mta-sts-table.ts';
 import { StaticPolicies } from './static-policies.ts';
 import { MtaStsPolicies, type StsLogger } from './mta-sts.ts';
-import { lookupDane } from './dane.ts';
+import { danePort, lookupDane } from './dane.ts';
 
 /** An MX host as DANE needs to know it. */
 export interface DaneHop {
@@ -85,9 +85,7 @@ export function buildPolicySources(s: PolicySourcesSettings): BuiltPolicySources
     sources: {
       staticPolicy: (domain) => staticPolicies.decide(domain),
       mtaSts: (domain) => mtaSts.lookup(domain),
-      // RFC 7672 §2.2.3: the TLSA name carries the port the service runs on. A route names its own
-      // port; an MX host is SMTP on 25 (the smtpPort setting only redirects test rigs).
-      dane: (hop) => lookupDane(dnsCache, hop, hop.source === 'route' && hop.port ? hop.port : 25),
+      dane: (hop) => lookupDane(dnsCache, hop, danePort(hop)),
     },
   };
 }

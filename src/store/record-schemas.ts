@@ -6,6 +6,7 @@
 // error naming the row, never a silently wrong event or access decision.
 // Part of the store. May import: ./records and ./events-table (types), zod.
 import { z } from 'zod';
+import { ATTEMPT_STAGES } from '../mail/smtp-stage.ts';
 import type { AttemptDetail, MessageMetadata } from './records.ts';
 import type { EventFacts } from './events-table.ts';
 
@@ -23,7 +24,7 @@ const hopFailure = z.looseObject({
   host: z.string(),
   address: z.string(),
   port: z.number(),
-  stage: z.string(),
+  stage: z.enum(ATTEMPT_STAGES),
   temporary: z.boolean(),
   reason: z.string(),
   failure: z.string().optional(),
@@ -63,7 +64,7 @@ export const attemptDetailSchema = z.looseObject({
   durationMs: z.number().optional(),
   leaseLost: z.boolean().optional(),
   unknownOutcome: z.boolean().optional(),
-  stage: z.string().optional(),
+  stage: z.enum(ATTEMPT_STAGES).optional(),
   error: z.string().optional(),
   suspended: z.boolean().optional(),
 });

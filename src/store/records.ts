@@ -2,6 +2,7 @@
 // the way in and opens them on the way out, so no caller can forget to. The JSON kept in sealed
 // columns (a message's metadata, an attempt's detail) has a declared shape here, checked by
 // ./record-schemas.ts when it is read back.
+import type { AttemptStage } from '../mail/smtp-stage.ts';
 
 export const RECIPIENT_STATES = ['queued', 'deferred', 'delivered', 'bounced', 'expired', 'failed'] as const;
 export type RecipientState = (typeof RECIPIENT_STATES)[number];
@@ -73,7 +74,7 @@ export interface AttemptHopFailure {
   host: string;
   address: string;
   port: number;
-  stage: string;
+  stage: AttemptStage;
   temporary: boolean;
   reason: string;
   failure?: string;
@@ -111,7 +112,7 @@ export interface AttemptDetail {
   leaseLost?: boolean;
   /** RFC 1047: the connection was lost after the final dot. */
   unknownOutcome?: boolean;
-  stage?: string;
+  stage?: AttemptStage;
   error?: string;
   /** The site was suspended by the dead-site throttle: deferred without a connection. */
   suspended?: boolean;

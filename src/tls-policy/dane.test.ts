@@ -5,7 +5,8 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createHash } from 'node:crypto';
 import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
-import { agileRecords, formatTlsa, isUsableTlsa, matchDane, type DaneMatch, type TlsaRecord } from './dane.ts';
+import { agileRecords, formatTlsa, isUsableTlsa, matchDane, type DaneMatch } from './dane.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 
 const MX = 'mx.dane.test';
 const DAY = 24 * 60 * 60 * 1000;

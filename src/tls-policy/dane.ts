@@ -4,10 +4,8 @@
 // May import: node:crypto, ./levels.ts and ./evidence.ts (types). Used by delivery/smtp-session.ts
 // and policy-lookup/dane.ts.
 import { X509Certificate, createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import type { TlsaRecord } from './evidence.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 import type { TlsFailure } from './levels.ts';
-
-export type { TlsaRecord };
 
 /** RFC 7218 §2 acronyms, for details a person reads. */
 const USAGE_NAMES: Record<number, string> = { 0: 'PKIX-TA(0)', 1: 'PKIX-EE(1)', 2: 'DANE-TA(2)', 3: 'DANE-EE(3)' };

@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { judgeForReport, planHop, type DomainEvidence, type HopEvidence, type HopPlan } from './engine.ts';
-import type { DaneEvidence, StsEvidence, TlsaRecord } from './evidence.ts';
+import type { DaneEvidence, StsEvidence } from './evidence.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 import type { PolicyDecision } from './levels.ts';
 
 const TLSA: TlsaRecord = { usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(32, 7) };

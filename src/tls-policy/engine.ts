@@ -11,7 +11,8 @@
 //
 // A `TLS-Required: No` header (RFC 8689 §5) sets 2–5 aside when the operator allows it.
 // Pure: no I/O, no clock. May import: ./levels, ./evidence, ./mta-sts, ./dane.
-import type { DaneEvidence, ReportPolicy, StsEvidence, StsPolicy, TlsaRecord } from './evidence.ts';
+import type { DaneEvidence, ReportPolicy, StsEvidence, StsPolicy } from './evidence.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 import type { PolicyDecision, TlsFailure, TlsLevel } from './levels.ts';
 import { mxMatchesPolicy } from './mta-sts.ts';
 import { formatTlsa } from './dane.ts';

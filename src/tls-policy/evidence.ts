@@ -2,10 +2,9 @@
 // records, what MTA-STS said about a domain, and how one SMTP session went (for TLS reporting).
 // Gathered by policy-lookup/ (I/O), judged by tls-policy/ (pure), counted by tls-reporting/.
 // May import: ../dns/resolver (types) only.
-import type { TlsaRecord } from '../dns/resolver.ts';
+import type { TlsaRecord } from '../mail/tlsa.ts';
 import type { TlsFailure } from './levels.ts';
 
-export type { TlsaRecord };
 
 /** What DANE (RFC 7672 §2.2) says about one MX host. */
 export type DaneEvidence =

@@ -1,9 +1,12 @@
 // What an SMTP reply means for a recipient: pure classification of reply codes (RFC 5321 §4.2.1)
-// and enhanced status codes (RFC 3463). May import: nothing.
-import type { VerdictKind } from '../queue/retry-policy.ts';
+// and enhanced status codes (RFC 3463). Delivery reads it for the replies of receiving MTAs, intake
+// for the Status fields of DSNs; the queue's verdicts take these kinds as they are.
+
+/** RFC 5321 §4.2.1: 2yz done, 4yz try again later, 5yz do not repeat. */
+export type ReplyKind = 'delivered' | 'transient' | 'permanent';
 
 export interface ReplyMeaning {
-  kind: Extract<VerdictKind, 'delivered' | 'transient' | 'permanent'>;
+  kind: ReplyKind;
   /** The address itself is bad: later sends to it should be suppressed. */
   hardBounce: boolean;
 }
