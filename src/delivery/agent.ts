@@ -25,6 +25,7 @@ import { decideTrouble, troubleOf, type TroubleDecision } from './trouble.ts';
 import { classifyReply, enhancedCodeOf } from '../mail/replies.ts';
 import { KeyedLimiter } from './limiter.ts';
 import { SessionPool } from './session-pool.ts';
+import { domainKey } from '../mail/domain.ts';
 
 export type { PolicySources };
 
@@ -87,7 +88,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
 
   /** The next-hop set the domain's mail went to when it was last resolved (see siteFor). */
   siteOf(domain: string): string | undefined {
-    const key = domain.toLowerCase();
+    const key = domainKey(domain);
     const site = this.#sites.get(key);
     if (site !== undefined) {
       this.#sites.delete(key);
@@ -97,7 +98,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   }
 
   #learnSite(domain: string, site: string): void {
-    const key = domain.toLowerCase();
+    const key = domainKey(domain);
     this.#sites.delete(key);
     this.#sites.set(key, site);
     if (this.#sites.size > MAX_SITES) this.#sites.delete(this.#sites.keys().next().value!);

@@ -4,6 +4,7 @@
 // May import src/dns/ and node built-ins; the SMTP client and TLS policy consume its result.
 import * as net from 'node:net';
 import { DnsError, normalizeName, parseHostPort, type DnsResult, type MxRecord, type Resolver } from '../dns/resolver.ts';
+import { domainOrUndefined } from '../mail/domain.ts';
 
 export interface NextHop {
   /** MX name or route host */
@@ -60,17 +61,12 @@ const DEFAULT_SMTP_PORT = 25;
 const DEFAULT_ROUTE_PORT = 25;
 const DEFAULT_MAX_MX_HOSTS = 10;
 
-// RFC 5321 §4.1.2: Domain = sub-domain *("." sub-domain), sub-domain = Let-dig [Ldh-str].
-const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-
 /**
- * Lower-cases and drops a trailing dot; returns null unless the result is a syntactically valid
- * ASCII domain (IDNs must arrive as A-labels, "xn--…"). IP addresses are not domains.
+ * The domain's A-label key (../mail/domain.ts: a U-label is looked up as DNS carries it), or null
+ * when the text is not a domain name. IP addresses are not domains.
  */
 export function normalizeDomain(text: string): string | null {
-  const name = normalizeName(text);
-  if (name === '' || name.length > 253 || net.isIP(name) !== 0) return null;
-  return name.split('.').every((label) => LDH_LABEL.test(label)) ? name : null;
+  return domainOrUndefined(text) ?? null;
 }
 
 /**

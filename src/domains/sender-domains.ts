@@ -2,8 +2,6 @@
 // checks its DNS through the configured resolvers, rotates keys, and answers "may this address
 // send, and with which keys?" for compose. The CLI and the HTTP API call this same service.
 // May import: ../store, ../dns, ./dns-records, ./verification, ./dkim-keys.
-import { domainToASCII } from 'node:url';
-import { isIP } from 'node:net';
 import { createRequire } from 'node:module';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Store } from '../store/store.ts';
@@ -11,6 +9,7 @@ import { DuplicateError, type DkimAlgorithm, type DkimKeyRecord, type DomainReco
 import { uuidv7 } from '../store/ids.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import { nodeStyleResolver } from '../dns/node-style.ts';
+import { checkDomain } from '../mail/domain.ts';
 import { generateDkimKeyPair } from './dkim-keys.ts';
 import { recordsToPublish, returnPathDomain, type PublishedRecord, type SenderSettings } from './dns-records.ts';
 import { judgeDomain, lookupKey, lookupsNeeded, type Lookup, type VerificationReport } from './verification.ts';
@@ -103,21 +102,12 @@ interface SenderCacheEntry {
   checkedAt: number;
 }
 
-// RFC 1035 §2.3.1 / RFC 5890: letters, digits, hyphens; at least two labels.
-const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
-
-/** Lower-case A-label form of a domain name, or a DomainError naming what is wrong. */
+/** The domain's A-label key (../mail/domain.ts), fully qualified, or a DomainError naming what is wrong. */
 export function normalizeDomain(input: string): string {
-  const trimmed = input.trim().replace(/\.$/, '');
-  const ascii = domainToASCII(trimmed.toLowerCase());
-  if (!ascii) throw new DomainError('invalid', `"${input}" is not a valid domain name`);
-  const labels = ascii.split('.');
-  if (labels.length < 2) throw new DomainError('invalid', `"${input}" is not a fully qualified domain name (expected e.g. example.com)`);
-  if (ascii.length > 253 || !labels.every((l) => LABEL.test(l))) {
-    throw new DomainError('invalid', `"${input}" is not a valid domain name (letters, digits and hyphens, labels of 1-63 characters)`);
-  }
-  if (isIP(ascii)) throw new DomainError('invalid', `"${input}" is an IP address, not a domain name`);
-  return ascii;
+  const check = checkDomain(input);
+  if (!check.ok) throw new DomainError('invalid', check.message);
+  if (!check.domain.includes('.')) throw new DomainError('invalid', `"${input}" is not a fully qualified domain name (expected e.g. example.com)`);
+  return check.domain;
 }
 
 export class SenderDomains {

@@ -10,7 +10,7 @@ import { MessageRejected, SenderRefused } from '../compose/outgoing.ts';
 import { SubmissionError } from '../queue/queue.ts';
 import type { Store } from '../store/store.ts';
 import type { Logger } from '../log/logger.ts';
-import { normalizeAddress } from '../sealing/sealer.ts';
+import { normalizeAddress } from '../mail/address.ts';
 import {
   ADDRESS_KEYS,
   ATTACHMENT_KEYS,

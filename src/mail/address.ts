@@ -1,6 +1,6 @@
 // Mail addresses as lookups compare them. Only the domain part has a canonical form of its own
 // (./domain.ts); the local part is compared case-insensitively, see normalizeAddress.
-import { domainOrUndefined } from './domain.ts';
+import { domainKey, domainOrUndefined } from './domain.ts';
 
 /**
  * Addresses compare case-insensitively for lookups (suppression, erasure). RFC 5321 §2.4 lets the
@@ -24,6 +24,5 @@ export function normalizeAddress(address: string): string {
 export function domainOf(address: string): string {
   const at = address.lastIndexOf('@');
   if (at < 0) return '';
-  const raw = address.slice(at + 1);
-  return domainOrUndefined(raw) ?? raw.trim().toLowerCase();
+  return domainKey(address.slice(at + 1));
 }

@@ -37,7 +37,7 @@ export function checkDomain(raw: string): DomainCheck {
   const trimmed = raw.trim();
   const name = (trimmed.endsWith('.') ? trimmed.slice(0, -1) : trimmed).toLowerCase();
   const bad = (problem: DomainProblem, why: string): DomainCheck => ({ ok: false, problem, message: `"${raw}" is ${why}` });
-  if (name === '') return bad('empty', 'not a domain name (empty)');
+  if (name === '') return bad('empty', 'not a valid domain name (empty)');
   if (isIP(name) !== 0 || (name.startsWith('[') && name.endsWith(']'))) return bad('ip-address', 'an IP address, not a domain name');
   let ascii: string;
   if (LDH_TEXT.test(name) && !name.includes('xn--')) ascii = name;
@@ -64,4 +64,16 @@ export function normaliseDomain(raw: string): string {
 export function domainOrUndefined(raw: string): string | undefined {
   const check = checkDomain(raw);
   return check.ok ? check.domain : undefined;
+}
+
+/**
+ * The key to file a domain under when the text need not be valid (a lookup, a count, a hash): its
+ * A-label when it is a domain name, else the text trimmed, lower-cased and without a final dot,
+ * so that an odd name is still counted under one key rather than lost.
+ */
+export function domainKey(raw: string): string {
+  const check = checkDomain(raw);
+  if (check.ok) return check.domain;
+  const trimmed = raw.trim().toLowerCase();
+  return trimmed.endsWith('.') ? trimmed.slice(0, -1) : trimmed;
 }

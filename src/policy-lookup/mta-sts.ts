@@ -7,15 +7,14 @@
 // cache until their max_age runs out. What a policy means for a connection is decided by
 // ../tls-policy (pure); this module only finds out what the policy is.
 import https from 'node:https';
-import net from 'node:net';
 import tls from 'node:tls';
-import { domainToASCII } from 'node:url';
 import type { IncomingMessage } from 'node:http';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { CachedStsPolicy, MtaStsCache } from '../store/mta-sts-table.ts';
 import type { StsEvidence, StsPolicy } from '../tls-policy/evidence.ts';
 import { MIN_TLS_VERSION, classifyTlsError, type TlsFailure } from '../tls-policy/levels.ts';
 import { parseStsPolicy, parseStsTxt } from '../tls-policy/mta-sts.ts';
+import { domainOrUndefined } from '../mail/domain.ts';
 
 export const MTA_STS_PATH = '/.well-known/mta-sts.txt';
 /** RFC 8461 §3.3 suggests one minute for the whole fetch. */
@@ -117,14 +116,9 @@ function trustedCas(): string[] {
 
 /** Lower-case A-label without a trailing dot, or undefined for anything that is not a DNS name. */
 export function normalizeStsDomain(raw: string): string | undefined {
-  const trimmed = raw.trim().replace(/\.$/, '').toLowerCase();
-  if (trimmed === '' || net.isIP(trimmed) || trimmed.startsWith('[')) return undefined;
-  const ascii = domainToASCII(trimmed);
-  // Room for "_mta-sts." in front within the 253-octet limit.
-  if (ascii === '' || ascii.length > 253 - 9) return undefined;
-  const label = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
-  const labels = ascii.split('.');
-  return labels.length >= 2 && labels.every((l) => label.test(l)) ? ascii : undefined;
+  const ascii = domainOrUndefined(raw);
+  // Room for "_mta-sts." in front within the 253-octet limit; a policy domain is fully qualified.
+  return ascii !== undefined && ascii.length <= 253 - 9 && ascii.includes('.') ? ascii : undefined;
 }
 
 function describe(err: unknown): string {

@@ -4,7 +4,7 @@
 import { Store } from '../store/store.ts';
 import { uuidv7 } from '../store/ids.ts';
 import type { MessageMetadata, NewMessage } from '../store/records.ts';
-import { normalizeAddress } from '../sealing/sealer.ts';
+import { normalizeAddress } from '../mail/address.ts';
 import type { RetrySchedule } from './retry-policy.ts';
 
 export interface Submission {

@@ -4,6 +4,8 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { Keyring, MasterKey } from './keyring.ts';
+import { domainKey } from '../mail/domain.ts';
+import { normalizeAddress } from '../mail/address.ts';
 
 // Layout of a sealed value: version (1) | key id (8) | IV (12) | ciphertext | GCM tag (16).
 const VERSION = 1;
@@ -109,7 +111,7 @@ export class Sealer {
   }
 
   domainHash(domain: string): string {
-    return this.lookupHash('domain', domain.toLowerCase());
+    return this.lookupHash('domain', domainKey(domain));
   }
 
   /** A short keyed hash of an address for logs: correlates lines without revealing who. */
@@ -126,18 +128,4 @@ export class Sealer {
     }
     return key;
   }
-}
-
-/**
- * Addresses compare case-insensitively for lookups (suppression, erasure). RFC 5321 §2.4 lets the
- * local part be case-sensitive, but no mainstream receiver treats it so, and treating Bob@ and
- * bob@ as different people would let a suppressed address be mailed again.
- */
-export function normalizeAddress(address: string): string {
-  return address.trim().toLowerCase();
-}
-
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
 }

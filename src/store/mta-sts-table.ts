@@ -6,6 +6,7 @@
 import type { Sealer } from '../sealing/sealer.ts';
 import type { StsPolicy } from '../tls-policy/evidence.ts';
 import type { SqlEngine } from './engine.ts';
+import { domainKey } from '../mail/domain.ts';
 
 export interface CachedStsPolicy {
   /** Lower-case A-label. */
@@ -103,7 +104,7 @@ export class MtaStsTable implements MtaStsCache {
   }
 
   async put(entry: { domain: string; policy: StsPolicy; fetchedAt: number; expiresAt: number }): Promise<void> {
-    const domain = entry.domain.toLowerCase();
+    const domain = domainKey(entry.domain);
     const sealed = this.#sealer.seal(JSON.stringify({ domain, policy: entry.policy } satisfies Sealed), POLICY);
     await this.#engine.transaction((tx) =>
       tx.run(

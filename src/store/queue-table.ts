@@ -8,7 +8,7 @@
 //     suppression, events and their webhook outbox rows) in one transaction.
 // Part of the store. May import: ../sealing, ./engine, ./ids, ./events-table, ./send-api-table.
 import type { Sealer } from '../sealing/sealer.ts';
-import { domainOf } from '../sealing/sealer.ts';
+import { domainOf } from '../mail/address.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { uuidv7 } from './ids.ts';
 import type { EventsTable } from './events-table.ts';

@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Sealer, domainOf } from '../sealing/sealer.ts';
+import { Sealer } from '../sealing/sealer.ts';
+import { domainOf } from '../mail/address.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { migrate } from './migrations.ts';
 import { readAttemptDetail, readMessageMetadata } from './record-schemas.ts';

@@ -8,6 +8,7 @@ import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { uuidv7 } from './ids.ts';
 import { LEASE_CLEAR, LEASE_FENCE, LeaseTable } from './leases.ts';
+import { domainKey } from '../mail/domain.ts';
 
 /** The policy sessions were counted under (RFC 8460 §4.4 `policy`), as the collector gives it. */
 export interface TlsRptPolicy {
@@ -97,7 +98,7 @@ export class TlsRptTable {
 
   /** The keyed hash rows are found by: the store's domain hash, so it matches the queue's. */
   domainHash(domain: string): string {
-    return this.#sealer.domainHash(normalizeDomain(domain));
+    return this.#sealer.domainHash(domainKey(domain));
   }
 
   /** Adds counts in one durable transaction; rows that exist are incremented. */
@@ -110,7 +111,7 @@ export class TlsRptTable {
 
   async #add(tx: SqlExecutor, entry: TlsRptCounts): Promise<void> {
     const s = this.#sealer;
-    const domain = normalizeDomain(entry.domain);
+    const domain = domainKey(entry.domain);
     const domainHash = s.domainHash(domain);
     // Keyed, not a plain digest: a policy's text (its mx patterns) would let a plain hash be
     // matched against guessed domains.
@@ -296,7 +297,3 @@ interface ReportRow {
   lease_expires_at: number | null;
 }
 
-/** Domains are counted in their DNS form: lower case, no final dot. */
-function normalizeDomain(domain: string): string {
-  return domain.trim().toLowerCase().replace(/\.$/, '');
-}

@@ -8,7 +8,7 @@
 // opportunistic; `encrypt` demands TLS with any certificate; `verify` demands TLS with a
 // certificate that chains to a trusted CA and names the MX host. TLS 1.2 is the floor for every
 // level that uses TLS (RFC 8996 deprecates 1.0 and 1.1).
-import { domainToASCII } from 'node:url';
+import { domainOrUndefined } from '../mail/domain.ts';
 
 /**
  * Levels a session runs at. `dane` (RFC 7672 §3) is never configured: the engine chooses it when
@@ -80,17 +80,6 @@ export const MIN_TLS_VERSION = 'TLSv1.2';
 // ---------------------------------------------------------------------------------------------
 // Choosing a level
 
-/** A domain in the form policies compare it: A-label, lower case, no trailing dot; undefined if not a name. */
-export function normaliseDomain(raw: string): string | undefined {
-  const trimmed = raw.trim().replace(/\.$/, '');
-  if (trimmed === '') return undefined;
-  // Unicode names are compared in their A-label form, as DNS and the MX records carry them.
-  const ascii = domainToASCII(trimmed.toLowerCase());
-  if (ascii === '' || ascii.length > 253) return undefined;
-  const label = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
-  return ascii.split('.').every((l) => label.test(l)) ? ascii : undefined;
-}
-
 /**
  * A policy key as LACRE_TLS_POLICIES and the policy table store it: `example.com`, or
  * `.example.com` for every subdomain of example.com. Undefined when the name is not a domain.
@@ -98,7 +87,7 @@ export function normaliseDomain(raw: string): string | undefined {
 export function normalisePolicyKey(rawKey: string): string | undefined {
   const key = rawKey.trim();
   const parent = key.startsWith('.');
-  const domain = normaliseDomain(parent ? key.slice(1) : key);
+  const domain = domainOrUndefined(parent ? key.slice(1) : key);
   if (domain === undefined) return undefined;
   return parent ? `.${domain}` : domain;
 }
@@ -132,7 +121,7 @@ export function parseTlsPolicies(text: string): Map<string, StaticTlsLevel> {
 
 /** Exact domain beats the nearest `.parent` key, which beats the default. */
 export function decidePolicy(domain: string, policies: Map<string, StaticTlsLevel>, defaultLevel: StaticTlsLevel): PolicyDecision {
-  const name = normaliseDomain(domain);
+  const name = domainOrUndefined(domain);
   if (name !== undefined) {
     const exact = policies.get(name);
     if (exact !== undefined) return { level: exact, source: `static:${exact}`, match: name };

@@ -7,7 +7,7 @@
 // max_age above 31557600 where we cap it, takes the first of two conflicting `mode` lines where we
 // refuse to guess, and it does not keep the policy lines TLS-RPT reports (RFC 8460 §4.4). The
 // tests cross-check this parser against mailauth's strict mode on everything else.
-import { domainToASCII } from 'node:url';
+import { domainOrUndefined } from '../mail/domain.ts';
 import type { StsPolicy } from './evidence.ts';
 
 /** RFC 8461 §3.2: max_age is at most one year (31557600 s); larger values are capped to it. */
@@ -118,10 +118,15 @@ export function parseStsPolicy(text: string, id: string): StsPolicyResult {
   return { policy: { id, mode, mx, maxAge, lines } };
 }
 
+// MX names travel as A-labels; a U-label from elsewhere is compared in that form. '' for a name
+// that is none, which matches nothing; a `*.` pattern keeps its wildcard in front of the name.
 function hostName(raw: string): string {
-  const trimmed = raw.trim().replace(/\.$/, '').toLowerCase();
-  // MX names travel as A-labels; a U-label from elsewhere is compared in that form.
-  return /^[\x00-\x7f]*$/.test(trimmed) ? trimmed : domainToASCII(trimmed);
+  const trimmed = raw.trim();
+  if (trimmed.startsWith('*.')) {
+    const rest = domainOrUndefined(trimmed.slice(2));
+    return rest === undefined ? '' : `*.${rest}`;
+  }
+  return domainOrUndefined(trimmed) ?? '';
 }
 
 /**

@@ -10,6 +10,7 @@ import type { TlsSessionReport } from '../tls-policy/evidence.ts';
 import type { TlsRptCounts, TlsRptDetail, TlsRptTable } from '../store/tlsrpt-table.ts';
 import { utcDay } from './days.ts';
 import { failureDetailOf, type FailureDetail } from './result-types.ts';
+import { domainKey } from '../mail/domain.ts';
 
 export interface TlsReportCollectorOptions {
   table: Pick<TlsRptTable, 'addCounts'>;
@@ -97,7 +98,7 @@ export class TlsReportCollector {
     }
     // A report without a usable time is counted now rather than lost or put on a bogus day.
     const day = utcDay(Number.isFinite(report.at) ? report.at : this.#clock());
-    const domain = report.domain.trim().toLowerCase().replace(/\.$/, '');
+    const domain = domainKey(report.domain);
     if (domain === '') return;
     const policy = { type: report.policy.type, strings: [...report.policy.strings], mxHosts: [...report.policy.mxHosts] };
     const key = JSON.stringify([day, domain, policy.type, policy.strings, policy.mxHosts]);

@@ -4,7 +4,7 @@
 //
 // This file: the report itself, RFC 8460 §4.4 JSON, and its §5.1 file name. Pure: the same counts
 // give the same bytes, whatever order the store returned them in.
-import { domainToASCII } from 'node:url';
+import { domainOrUndefined } from '../mail/domain.ts';
 import { dayBounds } from './days.ts';
 import { RESULT_TYPES, type ResultType } from './result-types.ts';
 
@@ -166,10 +166,6 @@ export function reportFileName(options: { submitter: string; policyDomain: strin
  * undefined when the text is not a domain name.
  */
 export function policyDomainName(raw: string): string | undefined {
-  const trimmed = raw.trim().replace(/\.$/, '');
-  if (trimmed === '') return undefined;
-  const ascii = domainToASCII(trimmed.toLowerCase());
-  if (ascii === '' || ascii.length > 253 || !ascii.includes('.')) return undefined;
-  const label = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
-  return ascii.split('.').every((l) => label.test(l)) ? ascii : undefined;
+  const ascii = domainOrUndefined(raw);
+  return ascii?.includes('.') ? ascii : undefined;
 }

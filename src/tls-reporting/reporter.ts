@@ -22,6 +22,7 @@ import { postReport, type HttpsTarget } from './https-post.ts';
 import { buildReportMail } from './mail.ts';
 import { buildReport, serializeReport, type TlsRptReport } from './report.ts';
 import { parseTlsRptRecords, tlsRptName, type RuaResult, type RuaUri } from './rua.ts';
+import { domainKey } from '../mail/domain.ts';
 
 /** A report mail for compose (Composer.submit with source 'system'). */
 export interface ReportMessage {
@@ -404,7 +405,7 @@ async function dayReport(table: TlsRptTable, identity: ReportIdentity, domain: s
     contactInfo: identity.contact,
     reportId,
     day,
-    policyDomain: domain.trim().toLowerCase().replace(/\.$/, ''),
+    policyDomain: domainKey(domain),
     policies,
   });
 }

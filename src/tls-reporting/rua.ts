@@ -4,6 +4,7 @@
 //
 // This file: where a domain wants its reports, from its `_smtp._tls.<domain>` TXT record
 // (RFC 8460 §3). Pure: TXT strings in, report URIs out.
+import { domainKey } from '../mail/domain.ts';
 
 export type RuaUri =
   | { scheme: 'mailto'; uri: string; address: string }
@@ -16,7 +17,7 @@ export type RuaResult =
 
 /** The name the record lives at. */
 export function tlsRptName(domain: string): string {
-  return `_smtp._tls.${domain.trim().toLowerCase().replace(/\.$/, '')}`;
+  return `_smtp._tls.${domainKey(domain)}`;
 }
 
 // A domain cannot make us send a report to more places than this.
@@ -107,7 +108,8 @@ function parseMailto(rest: string): RuaUri[] {
   for (const part of decoded.split(',')) {
     const address = part.trim();
     if (!ADDRESS.test(address) || address.length > 254) continue;
-    const normalized = `${address.slice(0, address.lastIndexOf('@'))}@${address.slice(address.lastIndexOf('@') + 1).toLowerCase()}`;
+    // The local part as the domain wrote it (RFC 5321 §2.4); the domain part as its A-label.
+    const normalized = `${address.slice(0, address.lastIndexOf('@'))}@${domainKey(address.slice(address.lastIndexOf('@') + 1))}`;
     out.push({ scheme: 'mailto', uri: `mailto:${normalized}`, address: normalized });
   }
   return out;
