@@ -4,9 +4,10 @@
 // This file: changing the policy table, audited, the one way `lacre policy` and /v1/tls-policies
 // both do it, so the audit trail reads the same whichever door a change came through.
 import type { AuditTable } from '../store/audit-table.ts';
-import { TlsPolicyInputError, policyKeyOf, type TlsPoliciesTable, type TlsPolicyRecord } from '../store/tls-policies-table.ts';
+import type { TlsPoliciesTable, TlsPolicyRecord } from '../store/tls-policies-table.ts';
 import type { StaticTlsLevel } from '../tls-policy/levels.ts';
 import type { StaticPolicies } from './static-policies.ts';
+import { TlsPolicyInputError, policyKeyOf, policyLevelOf, policyNoteOf } from './static-policy-input.ts';
 
 export class StaticPolicyError extends Error {
   override name = 'StaticPolicyError';
@@ -38,7 +39,10 @@ export async function setStaticPolicy(
 ): Promise<SetOutcome> {
   let outcome: { entry: TlsPolicyRecord; previous: TlsPolicyRecord | null };
   try {
-    outcome = await deps.table.set(input.domain, input.level, input.actor, input.note);
+    const key = policyKeyOf(input.domain);
+    const level = policyLevelOf(input.level);
+    const note = policyNoteOf(input.note);
+    outcome = await deps.table.set(key, level, input.actor, note);
   } catch (err) {
     if (err instanceof TlsPolicyInputError) throw new StaticPolicyError('invalid', err.message);
     throw err;
