@@ -434,12 +434,14 @@ test('410 Gone disables the webhook and gives up its pending rows; a receiver fa
     const brokenHook = await r.webhooks.add({ apiKey: r.key.apiKey, url: broken.url, events: 'sent', actor: 'cli:test' });
     r.dispatcher({ schedule: { minBackoffMs: 20, maxBackoffMs: 50, maxAgeMs: 400 } }).start();
     await r.data.queue.enqueue({ sender: 'orders@shop.test', recipients: ['a@rcpt.test'], content: message('gone'), source: 'api', metadata: { apiKeyId: r.key.apiKey } });
-    await until('the webhook to be disabled', async () => (await r.data.store.webhooks.get(goneHook.id))!.disabledAt !== null);
+    // The audit line is written just after the disable commits: wait for both, not the first.
+    const disableAudits = async () => (await r.data.store.audit.list({ subject: goneHook.id })).filter((e) => e.action === 'webhook.disable');
+    await until('the webhook to be disabled and audited', async () => (await r.data.store.webhooks.get(goneHook.id))!.disabledAt !== null && (await disableAudits()).length > 0);
     const disabled = (await r.data.store.webhooks.get(goneHook.id))!;
     assert.match(disabled.disabledReason!, /410 Gone/);
     assert.deepEqual((await r.data.store.webhooks.deliveries(goneHook.id)).map((d) => [d.state, d.lastStatus]), [['failed', 410]]);
     assert.equal(gone.requests().length, 1);
-    const [audit] = await r.data.store.audit.list({ subject: goneHook.id }).then((a) => a.filter((e) => e.action === 'webhook.disable'));
+    const [audit] = await disableAudits();
     assert.equal(audit.actor, 'system');
 
     await until('the broken receiver to be given up on', async () =>
