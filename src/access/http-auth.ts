@@ -1,8 +1,7 @@
 // HTTP Basic authentication with API keys (user name: API key, password: secret key), like
-// Mailjet's API, and scope checks. Owns the 401/403 answers and the per-request authenticated key.
-// May import: ./api-keys, ./scopes, node built-ins; fastify types only.
-import { randomUUID } from 'node:crypto';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+// Mailjet's API, and the scope rule. Decides only: the HTTP answers (401 with a challenge, 403)
+// belong to the server's one guard (server/http-errors.ts), which calls these for every route.
+// May import: ./api-keys, ./scopes, node built-ins.
 import type { ApiKeys, AuthenticatedKey } from './api-keys.ts';
 import type { Scope } from './scopes.ts';
 
@@ -11,8 +10,6 @@ export const UNAUTHORIZED_MESSAGE =
   'API key authentication/authorization failure. You may be unauthorized to access the API or your API key may be expired. Visit API keys management section to check your keys.';
 
 const BASIC = /^Basic +([A-Za-z0-9+/]+={0,2}) *$/i;
-
-const authenticated = new WeakMap<FastifyRequest, AuthenticatedKey>();
 
 /** The (API key, secret key) pair in an Authorization header, or null when it is not well-formed Basic. */
 export function parseBasicAuth(header: string | undefined): { apiKey: string; secretKey: string } | null {
@@ -26,32 +23,19 @@ export function parseBasicAuth(header: string | undefined): { apiKey: string; se
 }
 
 /**
- * A fastify preHandler that lets the request through only with valid credentials of a key that
- * was granted `scope` (scopes are exactly what was granted: `admin` does not imply `send`).
- * Missing, malformed or wrong credentials → 401 with a Basic challenge; a valid key without the
- * scope → 403. On success keyOf(request) is the key.
+ * The key an Authorization header authenticates, or null: missing, malformed (not Basic, bad
+ * base64, no colon) and wrong credentials all give null, so a caller cannot tell them apart.
  */
-export function requireScope(keys: ApiKeys, scope: Scope) {
-  return async function checkApiKey(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-    const credentials = parseBasicAuth(request.headers.authorization);
-    const key = credentials ? await keys.authenticate(credentials.apiKey, credentials.secretKey) : null;
-    if (!key) {
-      return reply
-        .code(401)
-        .header('WWW-Authenticate', 'Basic realm="lacre"')
-        .send({ StatusCode: 401, ErrorIdentifier: randomUUID(), ErrorMessage: UNAUTHORIZED_MESSAGE });
-    }
-    if (!key.scopes.includes(scope)) {
-      return reply.code(403).send({ StatusCode: 403, ErrorIdentifier: randomUUID(), ErrorMessage: `this API key lacks the "${scope}" scope` });
-    }
-    authenticated.set(request, key);
-    return undefined;
-  };
+export async function authenticate(keys: ApiKeys, header: string | undefined): Promise<AuthenticatedKey | null> {
+  const credentials = parseBasicAuth(header);
+  return credentials ? keys.authenticate(credentials.apiKey, credentials.secretKey) : null;
 }
 
-/** The key a request authenticated with; throws on a route not guarded by requireScope (a bug). */
-export function keyOf(request: FastifyRequest): AuthenticatedKey {
-  const key = authenticated.get(request);
-  if (!key) throw new Error('keyOf: this route is not guarded by requireScope');
-  return key;
+/**
+ * Null when `key` was granted one of `needed`, else the refusal's message naming the first.
+ * Scopes are exactly what was granted: `admin` does not imply `send`.
+ */
+export function missingScope(key: AuthenticatedKey, needed: readonly Scope[]): string | null {
+  if (needed.some((scope) => key.scopes.includes(scope))) return null;
+  return `this API key lacks the "${needed[0]}" scope`;
 }

@@ -28,7 +28,15 @@ export type MailjetCode =
   /** Lacre's own: a recipient is suppressed after a hard bounce (Mailjet would accept and block it later). */
   | 'lacre-0001'
   /** Lacre's own: the message could not be queued for a reason the client cannot fix (storage). */
-  | 'lacre-0500';
+  | 'lacre-0500'
+  // Lacre's own for what Mailjet answers without an ErrorCode, on every route: the HTTP status
+  // after `lacre-0` (server/http-errors.ts).
+  | 'lacre-0400' // a request a /v1 resource refused (its `error` field says why)
+  | 'lacre-0401' // no, malformed or wrong credentials
+  | 'lacre-0403' // the key lacks the route's scope
+  | 'lacre-0404' // no such resource
+  | 'lacre-0405' // the resource exists, the method does not (Allow lists those that do)
+  | 'lacre-0409'; // a conflict with the resource's state (it exists, a limit is reached)
 
 export interface MailjetError {
   ErrorIdentifier: string;

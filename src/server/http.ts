@@ -1,10 +1,13 @@
-// The HTTP listener (fastify): GET /healthz here; the APIs mount through their own route modules.
+// The HTTP listener (fastify): GET /healthz here; the APIs mount through their own route modules,
+// which inherit the guard and the error shape of http-errors.ts from this root instance.
 // HTTPS (TLS 1.2 or later) when given a certificate; plain HTTP only on a loopback address, where
 // nothing but the machine itself can see the API keys that HTTP Basic auth sends in the clear.
 import { isIP } from 'node:net';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Logger } from '../log/logger.ts';
 import { ConfigError } from '../config/load.ts';
+import type { ApiKeys } from '../access/api-keys.ts';
+import { frameworkErrors, installHttpConventions } from './http-errors.ts';
 
 export interface HttpState {
   /** False while starting or shutting down: load balancers should route elsewhere. */
@@ -17,8 +20,10 @@ export interface HttpsOptions {
   key: string | Buffer;
 }
 
-export function buildHttpServer(options: { logger: Logger; state: HttpState; https?: HttpsOptions }): FastifyInstance {
+/** `keys` authenticates every route that is not public; without it only public routes register. */
+export function buildHttpServer(options: { logger: Logger; state: HttpState; https?: HttpsOptions; keys?: ApiKeys }): FastifyInstance {
   const common = {
+    frameworkErrors,
     loggerInstance: options.logger.child({ component: 'http' }),
     // Per-request lines would carry URLs and client IPs: personal data with no operational need.
     logController: new LogController({ disableRequestLogging: true }),
@@ -30,7 +35,8 @@ export function buildHttpServer(options: { logger: Logger; state: HttpState; htt
       ? Fastify({ ...common, https: { cert: options.https.cert, key: options.https.key, minVersion: 'TLSv1.2' } })
       : Fastify(common)
   ) as unknown as FastifyInstance;
-  app.get('/healthz', async (_request, reply) => {
+  installHttpConventions(app, { keys: options.keys });
+  app.get('/healthz', { config: { scope: 'public' } }, async (_request, reply) => {
     if (!options.state.ready) return reply.code(503).send({ status: 'unavailable' });
     return { status: 'ok' };
   });

@@ -16,18 +16,13 @@ import { buildHttpServer, type HttpState } from './http.ts';
 import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains, senderSettingsFrom } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
-import { domainRoutes } from './routes/domains.ts';
 import { preflight } from './preflight.ts';
-import { sendRoutes } from './routes/send.ts';
-import { messageRoutes } from './routes/messages.ts';
-import { eventRoutes } from './routes/events.ts';
-import { webhookRoutes } from './routes/webhooks.ts';
+import { registerApiRoutes } from './api.ts';
 import { Webhooks } from '../events/webhooks.ts';
 import { resolverLookup } from '../events/url-guard.ts';
 import { startBounceReceiver, type BounceReceiver } from '../intake/bounce-receiver.ts';
 import { startSubmission, type SubmissionListeners } from '../intake/smtp-submission.ts';
 import { loadListenerCertificate } from '../intake/listener-cert.ts';
-import { tlsPolicyRoutes } from './routes/tls-policies.ts';
 import { scheduleOf } from './delivery-stage.ts';
 import { policySourcesFrom, resolverFrom } from './wiring.ts';
 import { startDeliveryThread, type DeliveryThread } from './delivery-thread.ts';
@@ -74,14 +69,17 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   });
   const composer = new Composer({ queue, domains, tag: (id) => sealer.lookupHash('return-path', id) });
   const state: HttpState = { ready: false };
-  const http = buildHttpServer({ logger, state, https: httpsOptions });
-  await http.register(domainRoutes({ keys, domains }));
-  await http.register(tlsPolicyRoutes({ keys, table: policy.tlsPolicyTable, audit: store.audit, policies: policy.staticPolicies }));
-  await http.register(sendRoutes({ keys, composer, store, onQueued: () => delivery?.nudge(), version: lacreVersion() }));
-  await http.register(messageRoutes({ keys, store }));
-  const webhookLookup = resolverLookup(resolver);
-  await http.register(eventRoutes({ keys, store }));
-  await http.register(webhookRoutes({ keys, webhooks: new Webhooks(store, { lookup: webhookLookup, allowLoopback: config.webhooks.allowLoopback }) }));
+  const http = buildHttpServer({ logger, state, https: httpsOptions, keys });
+  await registerApiRoutes(http, {
+    domains,
+    composer,
+    store,
+    tlsPolicyTable: policy.tlsPolicyTable,
+    staticPolicies: policy.staticPolicies,
+    webhooks: new Webhooks(store, { lookup: resolverLookup(resolver), allowLoopback: config.webhooks.allowLoopback }),
+    onQueued: () => delivery?.nudge(),
+    version: lacreVersion(),
+  });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   try {
     await http.listen({ host: config.http.host, port: config.http.port });

@@ -55,9 +55,9 @@ export async function sendApiRig(
   const composer = new Composer({ queue: data.queue, domains, tag: (id) => data.sealer.lookupHash('return-path', id) });
   const keys = new ApiKeys(data.store);
   const nudges = { count: 0 };
-  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true }, https: options.https });
-  await app.register(sendRoutes({ keys, composer, store: data.store, publicBaseUrl: options.publicBaseUrl, onQueued: () => nudges.count++, clock: now }));
-  await app.register(messageRoutes({ keys, store: data.store }));
+  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true }, https: options.https, keys });
+  await app.register(sendRoutes({ composer, store: data.store, publicBaseUrl: options.publicBaseUrl, onQueued: () => nudges.count++, clock: now }));
+  await app.register(messageRoutes({ store: data.store }));
   if (options.verify) await options.verify(domains);
   else {
     await domains.add('shop.test', 'cli:test');

@@ -12,9 +12,9 @@ const basic = (k: { apiKey: string; secretKey: string }) => `Basic ${Buffer.from
 
 test('/v1/domains manages sender domains for admin keys only, with the actor in the audit log', async () => {
   const data = await openTempData();
-  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true } });
+  const keys = new ApiKeys(data.store);
+  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true }, keys });
   try {
-    const keys = new ApiKeys(data.store);
     const domains = new SenderDomains({
       store: data.store,
       // Nothing listens there: a DNS check fails fast and inconclusively.
@@ -22,7 +22,7 @@ test('/v1/domains manages sender domains for admin keys only, with the actor in 
       settings: { hostname: 'mta.lacre.test', returnPathSubdomain: 'bounces', returnPathLocalPart: 'bounce', spfIp4: [], spfIp6: [], dmarcRua: 'mailto:d@{domain}', tlsRptRua: 'mailto:t@{domain}' },
       rotationGraceMs: 1000,
     });
-    await app.register(domainRoutes({ keys, domains }));
+    await app.register(domainRoutes({ domains }));
     const admin = await keys.create({ name: 'ops', scopes: ['admin'], actor: 'cli:test' });
     const sender = await keys.create({ name: 'app', scopes: ['send', 'read'], actor: 'cli:test' });
     const as = (k: typeof admin) => ({ authorization: basic(k) });

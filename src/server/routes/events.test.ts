@@ -10,10 +10,10 @@ const basic = (k: { apiKey: string; secretKey: string }) => ({ authorization: `B
 
 test('GET /v1/events pages with a cursor through the key\'s own events; send-only keys are refused, admin+read keys see all', async () => {
   const data = await openTempData();
-  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true } });
+  const keys = new ApiKeys(data.store);
+  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true }, keys });
   try {
-    const keys = new ApiKeys(data.store);
-    await app.register(eventRoutes({ keys, store: data.store }));
+    await app.register(eventRoutes({ store: data.store }));
     const a = await keys.create({ name: 'a', scopes: ['send', 'read'], actor: 'cli:test' });
     const b = await keys.create({ name: 'b', scopes: ['send', 'read'], actor: 'cli:test' });
     const sendOnly = await keys.create({ name: 'sender', scopes: ['send'], actor: 'cli:test' });

@@ -4,11 +4,10 @@
 // submitted; a key that also has `admin` sees every event (other keys', system messages').
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import type { ApiKeys } from '../../access/api-keys.ts';
-import { requireScope, keyOf } from '../../access/http-auth.ts';
 import type { Store } from '../../store/store.ts';
 import { formatEvent } from '../../events/format.ts';
 import { EVENT_TYPES, isEventType, type EventType } from '../../store/events-table.ts';
+import { keyOf, parseInput } from '../http-errors.ts';
 
 export const MAX_EVENTS_PAGE = 1000;
 
@@ -34,20 +33,10 @@ const query = z
   })
   .strict();
 
-export function eventRoutes(deps: { keys: ApiKeys; store: Store }) {
+export function eventRoutes(deps: { store: Store }) {
   return async function routes(app: FastifyInstance): Promise<void> {
-    app.setErrorHandler((err, _request, reply) => {
-      if (err instanceof z.ZodError) {
-        return reply.code(400).send({
-          error: 'invalid-request',
-          message: err.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '),
-        });
-      }
-      throw err;
-    });
-
-    app.get('/v1/events', { preHandler: requireScope(deps.keys, 'read') }, async (request) => {
-      const q = query.parse(request.query ?? {});
+    app.get('/v1/events', { config: { scope: 'read' } }, async (request) => {
+      const q = parseInput(query, request.query ?? {}, 'query');
       const key = keyOf(request);
       const rows = await deps.store.events.list({
         after: q.since,

@@ -1,15 +1,14 @@
 // /v1/tls-policies: the `lacre policy` commands over HTTP, for keys with the `admin` scope. Thin
 // over the policy table and its audited changes; bodies validated with zod, errors named.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { ApiKeys } from '../../access/api-keys.ts';
-import { requireScope, keyOf } from '../../access/http-auth.ts';
 import type { AuditTable } from '../../store/audit-table.ts';
 import type { TlsPoliciesTable } from '../../store/tls-policies-table.ts';
 import { MAX_NOTE_LENGTH } from '../../policy-lookup/static-policy-input.ts';
 import type { StaticPolicies } from '../../policy-lookup/static-policies.ts';
 import { StaticPolicyError, removeStaticPolicy, setStaticPolicy } from '../../policy-lookup/static-policy-changes.ts';
 import { STATIC_TLS_LEVELS } from '../../tls-policy/levels.ts';
+import { HttpError, keyOf, parseInput } from '../http-errors.ts';
 
 const putBody = z
   .object({
@@ -19,7 +18,6 @@ const putBody = z
   .strict();
 
 export interface TlsPolicyRouteDeps {
-  keys: ApiKeys;
   table: TlsPoliciesTable;
   audit: Pick<AuditTable, 'append'>;
   /** The same instance delivery decides with, so a change here applies at once in this process. */
@@ -30,30 +28,20 @@ function statusOf(err: StaticPolicyError): number {
   return err.kind === 'unknown' ? 404 : err.kind === 'configured' ? 409 : 400;
 }
 
-/** A fastify plugin: its error handler applies to these routes only. */
+/** A fastify plugin: its error handler applies to these routes only, and passes the rest to the root's. */
 export function tlsPolicyRoutes(deps: TlsPolicyRouteDeps) {
   return async function routes(app: FastifyInstance): Promise<void> {
-    const admin = { preHandler: requireScope(deps.keys, 'admin') };
-    const actor = (request: Parameters<typeof keyOf>[0]) => `key:${keyOf(request).id}`;
-
-    app.setErrorHandler((err, _request, reply) => {
-      if (err instanceof StaticPolicyError) return reply.code(statusOf(err)).send({ error: err.kind, message: err.message });
-      if (err instanceof z.ZodError) {
-        return reply.code(400).send({
-          error: 'invalid-request',
-          message: err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '),
-        });
-      }
-      const status = (err as { statusCode?: number }).statusCode;
-      if (status && status < 500) return reply.code(status).send({ error: 'invalid-request', message: (err as Error).message });
-      throw err;
+    const admin = { config: { scope: 'admin' } } as const;
+    const actor = (request: FastifyRequest) => `key:${keyOf(request).id}`;
+    app.setErrorHandler((err) => {
+      throw err instanceof StaticPolicyError ? new HttpError(statusOf(err), err.message, { kind: err.kind }) : err;
     });
 
     app.get('/v1/tls-policies', admin, async () => ({ defaultLevel: deps.policies.defaultLevel, policies: await deps.policies.list() }));
 
     // PUT: the key names the resource; 201 when it is new, 200 when it replaced a level.
     app.put<{ Params: { domain: string } }>('/v1/tls-policies/:domain', admin, async (request, reply) => {
-      const body = putBody.parse(request.body);
+      const body = parseInput(putBody, request.body, 'body');
       const outcome = await setStaticPolicy(deps, { domain: request.params.domain, level: body.level, note: body.note, actor: actor(request) });
       return reply.code(outcome.previous ? 200 : 201).send(outcome);
     });

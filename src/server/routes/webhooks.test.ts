@@ -16,11 +16,11 @@ test('/v1/webhooks registers, lists, shows and removes the key\'s own webhooks; 
   const data = await openTempData();
   const dns = await FakeDnsServer.start();
   dns.add('intranet.hooks.test', { type: 'A', address: '192.168.1.10' });
-  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true } });
+  const keys = new ApiKeys(data.store);
+  const app = buildHttpServer({ logger: createLogger({ level: 'silent' }), state: { ready: true }, keys });
   try {
-    const keys = new ApiKeys(data.store);
     const lookup = resolverLookup(new Resolver({ servers: [dns.address], timeoutMs: 1_000, tries: 1 }));
-    await app.register(webhookRoutes({ keys, webhooks: new Webhooks(data.store, { lookup }) }));
+    await app.register(webhookRoutes({ webhooks: new Webhooks(data.store, { lookup }) }));
     const a = await keys.create({ name: 'a', scopes: ['send', 'read'], actor: 'cli:test' });
     const b = await keys.create({ name: 'b', scopes: ['read'], actor: 'cli:test' });
     const sendOnly = await keys.create({ name: 's', scopes: ['send'], actor: 'cli:test' });

@@ -4,9 +4,8 @@
 // signing secret once.
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import type { ApiKeys } from '../../access/api-keys.ts';
-import { requireScope, keyOf } from '../../access/http-auth.ts';
 import { WebhookError, type Webhooks } from '../../events/webhooks.ts';
+import { HttpError, keyOf, parseInput } from '../http-errors.ts';
 
 const addBody = z
   .object({
@@ -19,42 +18,34 @@ function statusOf(err: WebhookError): number {
   return err.kind === 'unknown' ? 404 : err.kind === 'limit' ? 409 : 400;
 }
 
-export function webhookRoutes(deps: { keys: ApiKeys; webhooks: Webhooks }) {
+/** A fastify plugin: its error handler maps WebhookError and passes the rest to the root's. */
+export function webhookRoutes(deps: { webhooks: Webhooks }) {
   return async function routes(app: FastifyInstance): Promise<void> {
-    const read = { preHandler: requireScope(deps.keys, 'read') };
-
-    app.setErrorHandler((err, _request, reply) => {
-      if (err instanceof WebhookError) return reply.code(statusOf(err)).send({ error: err.kind, message: err.message });
-      if (err instanceof z.ZodError) {
-        return reply.code(400).send({
-          error: 'invalid-request',
-          message: err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '),
-        });
-      }
-      const status = (err as { statusCode?: number }).statusCode;
-      if (status && status < 500) return reply.code(status).send({ error: 'invalid-request', message: (err as Error).message });
-      throw err;
+    const read = { config: { scope: 'read' } } as const;
+    const unknown = (id: string) => new HttpError(404, `no webhook ${id} for this API key`, { kind: 'unknown' });
+    app.setErrorHandler((err) => {
+      throw err instanceof WebhookError ? new HttpError(statusOf(err), err.message, { kind: err.kind }) : err;
     });
 
     app.get('/v1/webhooks', read, async (request) => ({ webhooks: await deps.webhooks.list(keyOf(request).id) }));
 
     app.post('/v1/webhooks', read, async (request, reply) => {
-      const body = addBody.parse(request.body);
+      const body = parseInput(addBody, request.body, 'body');
       const key = keyOf(request);
       const created = await deps.webhooks.add({ apiKey: key.id, url: body.url, events: body.events, actor: `key:${key.id}` });
       return reply.code(201).send(created);
     });
 
-    app.get<{ Params: { id: string } }>('/v1/webhooks/:id', read, async (request, reply) => {
+    app.get<{ Params: { id: string } }>('/v1/webhooks/:id', read, async (request) => {
       const found = (await deps.webhooks.list(keyOf(request).id)).find((w) => w.id === request.params.id);
-      if (!found) return reply.code(404).send({ error: 'unknown', message: `no webhook ${request.params.id} for this API key` });
+      if (!found) throw unknown(request.params.id);
       return found;
     });
 
     app.delete<{ Params: { id: string } }>('/v1/webhooks/:id', read, async (request, reply) => {
       const key = keyOf(request);
       const removed = await deps.webhooks.remove(request.params.id, { apiKey: key.id, actor: `key:${key.id}` });
-      if (!removed) return reply.code(404).send({ error: 'unknown', message: `no webhook ${request.params.id} for this API key` });
+      if (!removed) throw unknown(request.params.id);
       return reply.code(204).send();
     });
   };
