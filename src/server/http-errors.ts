@@ -134,12 +134,29 @@ function pathMatcher(url: string): RegExp {
   return new RegExp(`^${pattern}$`);
 }
 
+/** A registered route, as the guard saw it. */
+export interface RouteEntry {
+  method: string;
+  url: string;
+  scope: RouteScope;
+  bodyLimit: number;
+}
+
+const registries = new WeakMap<FastifyInstance, RouteEntry[]>();
+
+/** Every route registered on an app built with installHttpConventions (HEAD included), in order. */
+export function routesOf(app: FastifyInstance): readonly RouteEntry[] {
+  return registries.get(app) ?? [];
+}
+
 /**
  * Installs the guard and the error vocabulary on the root instance; call before registering any
  * route. Without `keys`, only public routes may be registered.
  */
 export function installHttpConventions(app: FastifyInstance, options: { keys?: ApiKeys }): void {
   const routes: Array<{ matcher: RegExp; methods: string[] }> = [];
+  const entries: RouteEntry[] = [];
+  registries.set(app, entries);
   app.decorateRequest('apiKey', null);
   app.decorateRequest('rawBody', null);
 
@@ -148,6 +165,8 @@ export function installHttpConventions(app: FastifyInstance, options: { keys?: A
     if (scope === undefined) throw new Error(`route ${route.method} ${route.url} declares no config.scope (use 'public' for an open route)`);
     if (scope !== 'public' && !options.keys) throw new Error(`route ${route.method} ${route.url} needs API keys, and the HTTP server was built without them`);
     const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const bodyLimit = route.bodyLimit ?? app.initialConfig.bodyLimit ?? 1048576;
+    for (const method of methods) entries.push({ method, url: route.url, scope, bodyLimit });
     const known = routes.find((r) => r.matcher.source === pathMatcher(route.url).source);
     if (known) known.methods.push(...methods);
     else routes.push({ matcher: pathMatcher(route.url), methods: [...methods] });
