@@ -3,8 +3,8 @@
 // certificate facts, the envelope (with PIPELINING), DATA, RSET, QUIT, per-stage timeouts, and the
 // record of how the connection travelled. What a fact *means* under a level is decided by
 // ../tls-policy/levels.ts (judgeTls), never here.
-// May import: node:net, node:tls, node:crypto, ../tls-policy/ (levels.ts, dane.ts, evidence types).
-// Nothing else in Lacre.
+// May import: node:net, node:tls, node:crypto, ../tls-policy/ (levels.ts, dane.ts, evidence types),
+// ../net/trust.ts (the trust store). Nothing else in Lacre.
 //
 // Why a small client of our own instead of wrapping nodemailer's SMTPConnection (10.6, read in
 // node_modules/nodemailer/dist/esm/smtp-connection/index.js):
@@ -33,6 +33,7 @@ import { isUsableTlsa, matchDane } from '../tls-policy/dane.ts';
 import type { TlsaRecord } from '../mail/tlsa.ts';
 import type { SmtpStage } from '../mail/smtp-stage.ts';
 import { DEFAULT_TIMEOUTS, type Timeouts } from './timeouts.ts';
+import { trustedContext } from '../net/trust.ts';
 
 // The defaults live in a module without sockets, so configuration can read them.
 export { DEFAULT_TIMEOUTS, type Timeouts };
@@ -283,38 +284,6 @@ const MAX_REPLY_LINES = 200;
 const MAX_BUFFERED = 64 * 1024;
 const MAX_TIMINGS = 256;
 const WRITE_CHUNK = 64 * 1024;
-
-// ---------------------------------------------------------------------------------------------
-// Trust store
-
-let defaultCas: string[] | undefined;
-const contexts = new Map<string, tls.SecureContext>();
-
-// Passing `ca` replaces Node's default store, so the system and bundled roots are added back.
-function trustedCas(): string[] {
-  if (!defaultCas) {
-    const set = new Set<string>(tls.getCACertificates('default'));
-    try {
-      for (const pem of tls.getCACertificates('system')) set.add(pem);
-    } catch {
-      // No readable system store on this platform: the bundled Mozilla roots remain.
-    }
-    defaultCas = [...set];
-  }
-  return defaultCas;
-}
-
-function secureContext(extra: string[]): tls.SecureContext {
-  const key = extra.join('\n');
-  let ctx = contexts.get(key);
-  if (!ctx) {
-    // RFC 8996: never below TLS 1.2, whatever the level.
-    ctx = tls.createSecureContext({ ca: [...trustedCas(), ...extra], minVersion: MIN_TLS_VERSION });
-    if (contexts.size > 16) contexts.clear();
-    contexts.set(key, ctx);
-  }
-  return ctx;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Small pure helpers
@@ -721,7 +690,7 @@ export class SmtpSession {
             socket: plain,
             // RFC 6066 §3: SNI carries host names only, never an address literal.
             servername: net.isIP(sni) ? undefined : sni,
-            secureContext: secureContext(o.ca ?? []),
+            secureContext: trustedContext(o.ca),
             minVersion: MIN_TLS_VERSION,
             // Verification is recorded under every level and enforced by judgeTls, not by Node:
             // an unverifiable certificate must still let `may`/`encrypt` proceed.

@@ -7,11 +7,8 @@
 // and recorded as failed. Deliveries are at least once and unordered: receivers deduplicate on
 // `event_id`. Every delivery re-vets the URL and connects only to the address it vetted (see
 // url-guard.ts), with TLS 1.2 at least, verified against the system CAs plus tls.caFile.
-// May import: ../store, ../log and ../config (types), ../lease, ./format, ./signature, ./url-guard, node built-ins.
-import * as http from 'node:http';
-import * as https from 'node:https';
-import * as tls from 'node:tls';
-import { isIP, type LookupFunction } from 'node:net';
+// May import: ../store, ../log and ../config (types), ../lease, ../net (pinned HTTPS client), ./format, ./signature, ./url-guard, node built-ins.
+import { pinnedRequest } from '../net/https-client.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Config } from '../config/schema.ts';
 import { LeaseLoop, type LeaseView } from '../lease/worker-loop.ts';
@@ -257,95 +254,35 @@ export class WebhookDispatcher {
   }
 }
 
+// The answer's body means nothing to us; a receiver sending more than this is cut off.
+const MAX_ANSWER_BYTES = 1024 * 1024;
+
 /**
- * POSTs `body` to the vetted URL, connecting only to its first vetted address (the lookup the
- * request makes is answered with it), with SNI and certificate checks for the URL's own host name.
- * Resolves with the status code; the response body is read and discarded.
+ * POSTs `body` to the vetted URL, connecting only to its first vetted address, with SNI and
+ * certificate checks for the URL's own host name (../net/https-client.ts). Resolves with the
+ * status code; the response body is read (bounded) and discarded.
  */
-export function post(
+export async function post(
   vetted: VettedUrl,
   body: Buffer,
   options: { headers: Record<string, string>; ca: string[]; timeoutMs: number; signal?: AbortSignal },
 ): Promise<number> {
   const { url, host } = vetted;
-  const address = vetted.addresses[0];
-  const family = isIP(address);
-  const lookup: LookupFunction = (_hostname, opts, callback) => {
-    if ((opts as { all?: boolean }).all) (callback as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address, family }]);
-    else callback(null, address, family);
-  };
-  const common = {
-    method: 'POST',
-    host,
-    port: url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80,
-    path: `${url.pathname}${url.search}`,
-    headers: { ...options.headers, host: url.host, 'content-length': String(body.length) },
-    lookup,
-    // No pooling: every request is pinned to the address vetted for it.
-    agent: false as const,
-    signal: options.signal,
-  };
-  return new Promise<number>((resolve, reject) => {
-    let settled = false;
-    const settle = (err: Error | null, status?: number) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve(status!);
-    };
-    const request =
-      url.protocol === 'https:'
-        ? https.request({
-            ...common,
-            // SNI carries names only (RFC 6066 §3).
-            servername: isIP(host) ? undefined : host,
-            minVersion: 'TLSv1.2',
-            // Request options reach tls.connect, which takes a prepared context (typed there only).
-            ...({ secureContext: secureContext(options.ca) } as https.RequestOptions),
-          })
-        : http.request(common);
-    const timer = setTimeout(() => request.destroy(new Error(`no complete answer within ${options.timeoutMs} ms`)), options.timeoutMs);
-    request.on('response', (response) => {
-      const status = response.statusCode ?? 0;
-      // The body means nothing to us: read and drop it (bounded by the timeout).
-      response.resume();
-      response.on('end', () => settle(null, status));
-      response.on('error', (err) => settle(err));
-      response.on('close', () => settle(new Error('the connection closed before the answer was complete')));
-    });
-    request.on('error', (err) => settle(err));
-    request.on('close', () => settle(new Error('the connection closed without an answer')));
-    request.end(body);
-  });
-}
-
-let defaultCas: string[] | undefined;
-
-// Passing `ca` replaces Node's default store, so the bundled and system roots are added back.
-function trustedCas(): string[] {
-  if (!defaultCas) {
-    const set = new Set<string>(tls.getCACertificates('default'));
-    try {
-      for (const pem of tls.getCACertificates('system')) set.add(pem);
-    } catch {
-      // No readable system store on this platform: the bundled Mozilla roots remain.
-    }
-    defaultCas = [...set];
-  }
-  return defaultCas;
-}
-
-const contexts = new Map<string, tls.SecureContext>();
-
-function secureContext(extra: string[]): tls.SecureContext {
-  const key = extra.join('\n');
-  let ctx = contexts.get(key);
-  if (!ctx) {
-    // RFC 8996: never below TLS 1.2.
-    ctx = tls.createSecureContext({ ca: [...trustedCas(), ...extra], minVersion: 'TLSv1.2' });
-    if (contexts.size > 16) contexts.clear();
-    contexts.set(key, ctx);
-  }
-  return ctx;
+  const https = url.protocol === 'https:';
+  const response = await pinnedRequest(
+    // url-guard allows http: only when every address is loopback.
+    { host, address: vetted.addresses[0], port: url.port ? Number(url.port) : https ? 443 : 80, scheme: https ? 'https' : 'http' },
+    {
+      method: 'POST',
+      path: `${url.pathname}${url.search}`,
+      headers: options.headers,
+      body,
+      ca: options.ca,
+      timeoutMs: options.timeoutMs,
+      maxBodyBytes: MAX_ANSWER_BYTES,
+      discardBody: true,
+      signal: options.signal,
+    },
+  );
+  return response.status;
 }

@@ -1,18 +1,16 @@
 // policy-lookup/ gathers the evidence TLS policy is decided on (DNSSEC TLSA, MTA-STS, static table);
-// may import ../dns, ../store, ../tls-policy, node built-ins.
+// may import ../dns, ../store, ../tls-policy, ../net (trust store, pinned HTTPS client), node built-ins.
 //
 // This file: MTA-STS (RFC 8461) for a recipient domain. Reads `_mta-sts.<domain>` with Lacre's
 // resolver, fetches https://mta-sts.<domain>/.well-known/mta-sts.txt under the RFC's rules (PKIX,
 // TLS 1.2+, no redirects, text/plain, 64 KiB, one minute), and keeps policies in the sealed store
 // cache until their max_age runs out. What a policy means for a connection is decided by
 // ../tls-policy (pure); this module only finds out what the policy is.
-import https from 'node:https';
-import tls from 'node:tls';
-import type { IncomingMessage } from 'node:http';
+import { ResponseTooLargeError, pinnedRequest } from '../net/https-client.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { CachedStsPolicy, MtaStsCache } from '../store/mta-sts-table.ts';
 import type { StsEvidence, StsPolicy } from '../tls-policy/evidence.ts';
-import { MIN_TLS_VERSION, classifyTlsError, type TlsFailure } from '../tls-policy/levels.ts';
+import { classifyTlsError, type TlsFailure } from '../tls-policy/levels.ts';
 import { parseStsPolicy, parseStsTxt } from '../tls-policy/mta-sts.ts';
 import { domainOrUndefined } from '../mail/domain.ts';
 
@@ -98,22 +96,6 @@ class FetchError extends Error {
   }
 }
 
-let defaultCas: string[] | undefined;
-
-// The same roots the SMTP session trusts: Node's bundled Mozilla set plus the system store.
-function trustedCas(): string[] {
-  if (!defaultCas) {
-    const set = new Set<string>(tls.getCACertificates('default'));
-    try {
-      for (const pem of tls.getCACertificates('system')) set.add(pem);
-    } catch {
-      // No readable system store on this platform: the bundled roots remain.
-    }
-    defaultCas = [...set];
-  }
-  return defaultCas;
-}
-
 /** Lower-case A-label without a trailing dot, or undefined for anything that is not a DNS name. */
 export function normalizeStsDomain(raw: string): string | undefined {
   const ascii = domainOrUndefined(raw);
@@ -134,7 +116,7 @@ function mediaType(header: string | undefined): string {
 export class MtaStsPolicies {
   readonly #resolver: Pick<Resolver, 'txt' | 'a' | 'aaaa'>;
   readonly #cache: MtaStsCache;
-  readonly #secureContext: tls.SecureContext;
+  readonly #ca: readonly string[];
   readonly #port: number;
   readonly #timeoutMs: number;
   readonly #holdMs: number;
@@ -147,8 +129,8 @@ export class MtaStsPolicies {
   constructor(options: MtaStsPoliciesOptions) {
     this.#resolver = options.resolver;
     this.#cache = options.cache;
-    // RFC 8461 §3.3: the policy host must present a PKIX-valid certificate; RFC 8996: TLS 1.2 at least.
-    this.#secureContext = tls.createSecureContext({ ca: [...trustedCas(), ...(options.ca ?? [])], minVersion: MIN_TLS_VERSION });
+    // RFC 8461 §3.3: the policy host must present a PKIX-valid certificate (the one trust store, TLS 1.2 at least).
+    this.#ca = options.ca ?? [];
     this.#port = options.httpsPort ?? 443;
     this.#timeoutMs = options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
     this.#holdMs = options.failureHoldMs ?? DEFAULT_FAILURE_HOLD_MS;
@@ -358,67 +340,44 @@ export class MtaStsPolicies {
     throw new FetchError('sts-policy-fetch-error', first ? `no address for ${host}: ${describe(first)}` : `${host} has no A or AAAA record`);
   }
 
-  #get(host: string, address: string, signal: AbortSignal): Promise<string> {
-    return new Promise((resolve, reject) => {
-      // secureContext is passed through to tls.connect, which @types/node's RequestOptions omits.
-      const options: https.RequestOptions & Pick<tls.ConnectionOptions, 'secureContext'> = {
-        // An address literal: the connection never consults the system resolver.
-        host: address,
-        port: this.#port,
-        path: MTA_STS_PATH,
-        method: 'GET',
-        servername: host,
-        headers: { host: this.#port === 443 ? host : `${host}:${this.#port}`, accept: 'text/plain' },
-        secureContext: this.#secureContext,
-        minVersion: MIN_TLS_VERSION,
-        rejectUnauthorized: true,
-        // A fresh connection per fetch: nothing verified under other options is ever reused.
-        agent: false,
-        signal,
-      };
-      const req = https.request(options);
-      req.on('error', reject);
-      req.on('response', (res: IncomingMessage) => {
-        const fail = (failure: StsFailure, detail: string) => {
-          res.destroy();
-          reject(new FetchError(failure, detail));
-        };
-        const status = res.statusCode ?? 0;
-        // RFC 8461 §3.3: "HTTP 3xx redirects MUST NOT be followed"; only 200 carries a policy.
-        if (status >= 300 && status < 400) {
-          return fail('sts-policy-fetch-error', `https://${host}${MTA_STS_PATH} answered HTTP ${status} (redirect to ${res.headers.location ?? 'nowhere'}); redirects are not followed (RFC 8461 §3.3)`);
-        }
-        if (status !== 200) return fail('sts-policy-fetch-error', `https://${host}${MTA_STS_PATH} answered HTTP ${status}`);
-        // RFC 8461 §3.2: the policy is served as text/plain; parameters such as charset are fine.
-        const type = res.headers['content-type'];
-        if (mediaType(type) !== 'text/plain') {
-          return fail('sts-policy-invalid', `https://${host}${MTA_STS_PATH} served Content-Type ${type === undefined ? '(none)' : JSON.stringify(type)}, not text/plain`);
-        }
-        const tooBig = () => fail('sts-policy-invalid', `policy at https://${host}${MTA_STS_PATH} is larger than ${MAX_POLICY_BYTES} bytes`);
-        if (Number(res.headers['content-length']) > MAX_POLICY_BYTES) return tooBig();
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_POLICY_BYTES) return tooBig();
-          chunks.push(chunk);
-        });
-        res.on('error', reject);
-        res.on('end', () => {
-          if (!res.complete) return reject(new FetchError('sts-policy-fetch-error', `https://${host}${MTA_STS_PATH}: the response ended early`));
-          try {
-            // §3.2 allows UTF-8 in extension values; anything that is not UTF-8 is not a policy.
-            resolve(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks, size)));
-          } catch {
-            reject(new FetchError('sts-policy-invalid', `policy at https://${host}${MTA_STS_PATH} is not UTF-8 text`));
-          }
-        });
-        res.on('close', () => {
-          if (!res.complete) reject(new FetchError('sts-policy-fetch-error', `https://${host}${MTA_STS_PATH}: the connection closed mid-response`));
-        });
-      });
-      req.end();
-    });
+  async #get(host: string, address: string, signal: AbortSignal): Promise<string> {
+    const url = `https://${host}${MTA_STS_PATH}`;
+    let response;
+    try {
+      response = await pinnedRequest(
+        { host, address, port: this.#port },
+        {
+          method: 'GET',
+          path: MTA_STS_PATH,
+          headers: { accept: 'text/plain' },
+          ca: this.#ca,
+          timeoutMs: this.#timeoutMs,
+          maxBodyBytes: MAX_POLICY_BYTES,
+          signal,
+          checkHead: ({ status, headers }) => {
+            // RFC 8461 §3.3: "HTTP 3xx redirects MUST NOT be followed"; only 200 carries a policy.
+            if (status >= 300 && status < 400) {
+              throw new FetchError('sts-policy-fetch-error', `${url} answered HTTP ${status} (redirect to ${headers.location ?? 'nowhere'}); redirects are not followed (RFC 8461 §3.3)`);
+            }
+            if (status !== 200) throw new FetchError('sts-policy-fetch-error', `${url} answered HTTP ${status}`);
+            // RFC 8461 §3.2: the policy is served as text/plain; parameters such as charset are fine.
+            const type = headers['content-type'];
+            if (mediaType(type) !== 'text/plain') {
+              throw new FetchError('sts-policy-invalid', `${url} served Content-Type ${type === undefined ? '(none)' : JSON.stringify(type)}, not text/plain`);
+            }
+          },
+        },
+      );
+    } catch (err) {
+      if (err instanceof ResponseTooLargeError) throw new FetchError('sts-policy-invalid', `policy at ${url} is larger than ${MAX_POLICY_BYTES} bytes`);
+      throw err;
+    }
+    try {
+      // §3.2 allows UTF-8 in extension values; anything that is not UTF-8 is not a policy.
+      return new TextDecoder('utf-8', { fatal: true }).decode(response.body);
+    } catch {
+      throw new FetchError('sts-policy-invalid', `policy at ${url} is not UTF-8 text`);
+    }
   }
 }
 

@@ -46,7 +46,12 @@ export interface MtaStsHttpsServerOptions {
   host?: string;
   /** 0 (default) picks a free port. The real MTA-STS fetch goes to 443. */
   port?: number;
+  /** Speak TLS 1.0 and 1.1 only (a legacy host), so clients can be shown to refuse it. */
+  legacyTls?: boolean;
 }
+
+// SECLEVEL=0 lets OpenSSL 3 offer the old protocols at all.
+const LEGACY_TLS = { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' } as const;
 
 /** Formats an RFC 8461 policy body, with the CRLF line endings the RFC specifies. */
 export function formatMtaStsPolicy(policy: {
@@ -83,8 +88,8 @@ function hostHeader(req: IncomingMessage): string {
   return normalizeHost(host);
 }
 
-function contextFor(cert: IssuedCert): tls.SecureContext {
-  return tls.createSecureContext({ key: cert.keyPem, cert: cert.chainPem, minVersion: 'TLSv1.2' });
+function contextFor(cert: IssuedCert, legacyTls: boolean): tls.SecureContext {
+  return tls.createSecureContext({ key: cert.keyPem, cert: cert.chainPem, ...(legacyTls ? LEGACY_TLS : { minVersion: 'TLSv1.2' }) });
 }
 
 export class MtaStsHttpsServer {
@@ -94,6 +99,7 @@ export class MtaStsHttpsServer {
   readonly defaultCert: IssuedCert;
 
   readonly #ca: TestCA;
+  readonly #legacyTls: boolean;
   readonly #server: https.Server;
   readonly #hosts = new Map<string, HostEntry>();
   readonly #timers = new Set<NodeJS.Timeout>();
@@ -102,14 +108,15 @@ export class MtaStsHttpsServer {
   #port = 0;
   #closed: Promise<void> | undefined;
 
-  private constructor(ca: TestCA, defaultCert: IssuedCert, host: string) {
+  private constructor(ca: TestCA, defaultCert: IssuedCert, host: string, legacyTls: boolean) {
     this.#ca = ca;
+    this.#legacyTls = legacyTls;
     this.defaultCert = defaultCert;
     this.host = host;
     this.#server = https.createServer({
       key: defaultCert.keyPem,
       cert: defaultCert.chainPem,
-      minVersion: 'TLSv1.2',
+      ...(legacyTls ? LEGACY_TLS : { minVersion: 'TLSv1.2' }),
       SNICallback: (servername, cb) => cb(null, this.#contextForSni(servername)),
     });
     this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
@@ -123,7 +130,7 @@ export class MtaStsHttpsServer {
 
   static async start(opts: MtaStsHttpsServerOptions): Promise<MtaStsHttpsServer> {
     const defaultCert = await opts.ca.issue({ names: [DEFAULT_CERT_NAME] });
-    const self = new MtaStsHttpsServer(opts.ca, defaultCert, opts.host ?? '127.0.0.1');
+    const self = new MtaStsHttpsServer(opts.ca, defaultCert, opts.host ?? '127.0.0.1', opts.legacyTls ?? false);
     await new Promise<void>((resolve, reject) => {
       self.#server.once('error', reject);
       self.#server.listen(opts.port ?? 0, self.host, () => {
@@ -152,7 +159,7 @@ export class MtaStsHttpsServer {
       return existing.cert;
     }
     const cert = await this.#ca.issue({ names, kind, keyType });
-    this.#hosts.set(key, { script, cert, context: contextFor(cert), certKey });
+    this.#hosts.set(key, { script, cert, context: contextFor(cert, this.#legacyTls), certKey });
     return cert;
   }
 

@@ -4,8 +4,8 @@
 // and policy, the static entry. Nothing is sent; an MTA-STS policy it fetches is cached as a
 // delivery's would be.
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { policySourcesFrom, resolverFrom } from '../../server/wiring.ts';
+import { extraCasFrom } from '../../server/preflight.ts';
 import { explainPolicy } from '../../delivery/explain-policy.ts';
 import { normalizeDomain } from '../../delivery/destination.ts';
 import { CliError, print, withStore } from '../context.ts';
@@ -22,7 +22,7 @@ export function registerPolicyShow(policy: Command): void {
       const domain = normalizeDomain(rawDomain);
       if (!domain) throw new CliError(`"${rawDomain}" is not a domain name (IDNs as A-labels, xn--…)`);
       const view = await withStore(async (store, cfg) => {
-        const ca = cfg.tls.caFile ? [readFileSync(cfg.tls.caFile, 'utf8')] : [];
+        const ca = extraCasFrom(cfg);
         const resolver = resolverFrom(cfg);
         const built = policySourcesFrom(cfg, { store, resolver, ca });
         return explainPolicy(domain, {
