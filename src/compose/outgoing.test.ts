@@ -6,18 +6,14 @@ import assert from 'node:assert/strict';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
-import { startSmtpSink } from '../../test/harness/smtp-sink.ts';
+import { startDeliveryRig } from '../../test/harness/delivery-rig.ts';
 import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
 import { publishRecords, dkimRecordMap } from '../../test/harness/sender-domain.ts';
 import { verifyWithDkimpy } from '../../test/harness/dkimpy.ts';
-import { createLogger } from '../log/logger.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { nodeStyleResolver } from '../dns/node-style.ts';
 import { SENDER_RECHECK_MS, SenderDomains } from '../domains/sender-domains.ts';
 import type { SenderSettings } from '../domains/dns-records.ts';
-import { QueueRunner } from '../queue/runner.ts';
-import { SmtpDeliveryAgent } from '../delivery/agent.ts';
-import { BounceComposer } from './bounces.ts';
 import { Composer, SenderRefused, MessageRejected } from './outgoing.ts';
 import { parseReturnPath } from './return-path.ts';
 import { fieldsNamed, parseMessage, fieldValue } from './message-headers.ts';
@@ -172,34 +168,8 @@ test('compose adds Date and a Message-ID under the sending domain, drops Bcc and
 
 test('signatures still verify with mailauth and dkimpy after the message travelled to the recipient over TLS; a changed byte breaks them', async () => {
   const r = await rig();
-  const sink = await startSmtpSink({ tls: 'starttls', cert: mxCert });
-  const agent = new SmtpDeliveryAgent({
-    resolver,
-    routes: new Map(),
-    smtpPort: sink.port,
-    policies: new Map([['rcpt.test', 'verify']]),
-    defaultPolicy: 'may',
-    ehloName: 'mta.lacre.test',
-    ca: [ca.certPem],
-    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
-    destinationConcurrency: 2,
-    maxMessagesPerConnection: 10,
-    idleTimeoutMs: 1_000,
-    logger: createLogger({ level: 'silent' }),
-  });
-  const runner = new QueueRunner({
-    store: r.data.store,
-    agent,
-    logger: createLogger({ level: 'silent' }),
-    workerId: 'compose-test',
-    leaseMs: 10_000,
-    pollIntervalMs: 10,
-    concurrency: 4,
-    destinationConcurrency: 2,
-    schedule: r.data.queue.schedule,
-    finalFailures: new BounceComposer(r.data.queue, 'mta.lacre.test'),
-  });
-  runner.start();
+  const d = await startDeliveryRig({ resolver, ca: [ca.certPem], data: r.data, sink: { tls: 'starttls', cert: mxCert }, policies: { 'rcpt.test': 'verify' }, workerId: 'compose-test' });
+  const sink = d.sink!;
   try {
     const domain = await verifiedDomain(r, 'travel.test');
     const body = 'Grüße — an 8-bit body.\r\nTrailing spaces   \r\n\r\n\r\n';
@@ -228,9 +198,7 @@ test('signatures still verify with mailauth and dkimpy after the message travell
       assert.deepEqual((await verifyWithDkimpy(tampered, records)).map((v) => v.ok), [false, false]);
     }
   } finally {
-    await runner.stop(2_000);
-    await agent.close();
-    await sink.close();
+    await d.close();
     await r.close();
   }
 });

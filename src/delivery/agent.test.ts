@@ -4,14 +4,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
-import { startSmtpSink, type SmtpSink } from '../../test/harness/smtp-sink.ts';
-import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
-import { createLogger } from '../log/logger.ts';
+import { startSmtpSink } from '../../test/harness/smtp-sink.ts';
+import { startDeliveryRig, type DeliveryRigOptions } from '../../test/harness/delivery-rig.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 import { Resolver } from '../dns/resolver.ts';
-import { QueueRunner } from '../queue/runner.ts';
-import { BounceComposer } from '../compose/bounces.ts';
-import type { StaticTlsLevel } from '../tls-policy/levels.ts';
-import { SmtpDeliveryAgent } from './agent.ts';
 
 let ca: TestCA;
 let dns: FakeDnsServer;
@@ -28,75 +24,20 @@ after(async () => {
   await dns.close();
 });
 
-interface Rig {
-  data: TempData;
-  agent: SmtpDeliveryAgent;
-  runner: QueueRunner;
-  stop(): Promise<void>;
-}
+type RigOptions = Pick<DeliveryRigOptions, 'smtpPort' | 'routes' | 'policies' | 'destinationConcurrency' | 'concurrency'>;
 
-async function rig(options: {
-  smtpPort?: number;
-  routes?: Record<string, string>;
-  policies?: Record<string, StaticTlsLevel>;
-  destinationConcurrency?: number;
-  concurrency?: number;
-}): Promise<Rig> {
-  const data = await openTempData({ schedule: { minBackoffMs: 50, maxBackoffMs: 50, maxAgeMs: 3_600_000 } });
-  const routes = new Map(
-    Object.entries(options.routes ?? {}).map(([domain, hostPort]) => {
-      const [host, port] = hostPort.split(':');
-      return [domain, { host, port: Number(port) }];
-    }),
-  );
-  const agent = new SmtpDeliveryAgent({
+const rig = (options: RigOptions) =>
+  startDeliveryRig({
+    ...options,
     resolver: new Resolver({ servers: [dns.address], timeoutMs: 500, tries: 1 }),
-    routes,
-    smtpPort: options.smtpPort ?? 25,
-    policies: new Map(Object.entries(options.policies ?? {})),
-    defaultPolicy: 'may',
-    ehloName: 'lacre.test',
     ca: [ca.certPem],
-    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
-    destinationConcurrency: options.destinationConcurrency ?? 5,
-    maxMessagesPerConnection: 100,
-    idleTimeoutMs: 2_000,
-    logger: createLogger({ level: 'silent' }),
-  });
-  const runner = new QueueRunner({
-    store: data.store,
-    agent,
-    logger: createLogger({ level: 'silent' }),
+    schedule: { minBackoffMs: 50, maxBackoffMs: 50, maxAgeMs: 3_600_000 },
+    hostname: 'lacre.test',
     workerId: 'agent-test',
-    leaseMs: 10_000,
-    pollIntervalMs: 10,
-    concurrency: options.concurrency ?? 10,
     destinationConcurrency: options.destinationConcurrency ?? 5,
-    schedule: data.queue.schedule,
-    finalFailures: new BounceComposer(data.queue, 'lacre.test'),
+    concurrency: options.concurrency ?? 10,
+    agent: { maxMessagesPerConnection: 100, idleTimeoutMs: 2_000 },
   });
-  runner.start();
-  return {
-    data,
-    agent,
-    runner,
-    async stop() {
-      await runner.stop(2_000);
-      await agent.close();
-      await data.close();
-    },
-  };
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000; i++) {
-    if (await check()) return;
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
 
 const message = (subject: string) => Buffer.from(`From: <app@sender.test>\r\nSubject: ${subject}\r\n\r\nhello\r\n`);
 
@@ -108,7 +49,7 @@ test('falls back to the next MX when the first refuses connections, and records 
   const r = await rig({ smtpPort: sink.port, policies: { 'fallback.test': 'verify' } });
   try {
     const { messageId } = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['a@fallback.test'], content: message('fallback'), source: 'api' });
-    await until('delivery', async () => (await r.data.store.countByState()).delivered === 1);
+    await waitFor(async () => (await r.data.store.countByState()).delivered === 1, { what: 'delivery', timeoutMs: 15_000 });
     const [recipient] = (await r.data.store.getMessage(messageId))!.recipients;
     const detail = recipient.attempts[0].detail as Record<string, any>;
     assert.equal(detail.mx, 'mx2.dest.test');
@@ -120,7 +61,7 @@ test('falls back to the next MX when the first refuses connections, and records 
     assert.match(detail.tls.protocol, /^TLSv1\.[23]$/);
     assert.equal(sink.messages().length, 1);
   } finally {
-    await r.stop();
+    await r.close();
     await sink.close();
   }
 });
@@ -130,16 +71,16 @@ test('a null MX bounces at once with a DSN, without any connection', async () =>
   const r = await rig({});
   try {
     const { messageId } = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['a@nullmx.test'], content: message('null'), source: 'api' });
-    await until('bounce', async () => (await r.data.store.getMessage(messageId))!.recipients[0].state === 'bounced');
+    await waitFor(async () => (await r.data.store.getMessage(messageId))!.recipients[0].state === 'bounced', { what: 'bounce', timeoutMs: 15_000 });
     const [recipient] = (await r.data.store.getMessage(messageId))!.recipients;
     assert.match(recipient.reason!, /null MX/);
     assert.equal(recipient.attempts.length, 1);
-    await until('the DSN to be queued', async () => {
+    await waitFor(async () => {
       const row = await r.data.store.engine.get<{ n: number }>('SELECT COUNT(*) AS n FROM messages');
       return Number(row!.n) === 2;
-    });
+    }, { what: 'the DSN to be queued', timeoutMs: 15_000 });
   } finally {
-    await r.stop();
+    await r.close();
   }
 });
 
@@ -150,15 +91,15 @@ test('SERVFAIL on the MX lookup defers; NXDOMAIN bounces', async () => {
   try {
     const a = await r.data.queue.enqueue({ sender: null, recipients: ['a@servfail.test'], content: message('sf'), source: 'api' });
     const b = await r.data.queue.enqueue({ sender: null, recipients: ['b@nxdomain.test'], content: message('nx'), source: 'api' });
-    await until('verdicts', async () => {
+    await waitFor(async () => {
       const sf = (await r.data.store.getMessage(a.messageId))!.recipients[0];
       const nx = (await r.data.store.getMessage(b.messageId))!.recipients[0];
       return sf.attempts.length >= 1 && sf.attempts[0].outcome !== null && nx.state === 'bounced';
-    });
+    }, { what: 'verdicts', timeoutMs: 15_000 });
     assert.equal((await r.data.store.getMessage(a.messageId))!.recipients[0].attempts[0].outcome, 'deferred');
     assert.equal((await r.data.store.getMessage(b.messageId))!.recipients[0].state, 'bounced');
   } finally {
-    await r.stop();
+    await r.close();
   }
 });
 
@@ -183,10 +124,10 @@ test('a 4xx is retried and then delivered; a 5xx on RCPT bounces that recipient 
       content: message('mixed'),
       source: 'api',
     });
-    await until('all settled', async () => {
+    await waitFor(async () => {
       const states = (await r.data.store.getMessage(messageId))!.recipients.map((x) => x.state);
       return states.join() === 'delivered,delivered,bounced';
-    });
+    }, { what: 'all settled', timeoutMs: 15_000 });
     const view = (await r.data.store.getMessage(messageId))!;
     const byAddress = Object.fromEntries(view.recipients.map((x) => [x.address, x]));
     assert.deepEqual(byAddress['later@mixed.test'].attempts.map((a) => a.outcome), ['deferred', 'delivered']);
@@ -195,7 +136,7 @@ test('a 4xx is retried and then delivered; a 5xx on RCPT bounces that recipient 
     const refused = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['gone@mixed.test', 'ok@mixed.test'], content: message('again'), source: 'api' });
     assert.equal(refused.refused.length, 1);
   } finally {
-    await r.stop();
+    await r.close();
     await sink.close();
   }
 });
@@ -215,7 +156,7 @@ test('reuses one connection and one TLS handshake for many messages to the same 
     assert.equal(sink.sessions[0].commands.filter((c) => c.line.toUpperCase() === 'STARTTLS').length, 1, 'one TLS handshake');
     assert.ok(sink.sessions[0].commands.some((c) => c.line.toUpperCase() === 'RSET'));
   } finally {
-    await r.stop();
+    await r.close();
     await sink.close();
   }
 });
@@ -227,15 +168,11 @@ test('never opens more connections to one destination than its concurrency limit
     for (let i = 0; i < 8; i++) {
       await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: [`r${i}@slow.test`], content: message(`slow ${i}`), source: 'api' });
     }
-    let peak = 0;
-    await sink.waitFor(() => {
-      peak = Math.max(peak, sink.sessions.filter((s) => !s.closed).length);
-      return sink.messages().length >= 8;
-    }, 20_000, '8 messages');
-    assert.ok(peak <= 2, `peak ${peak} concurrent connections`);
+    await sink.waitForMessages(8, 20_000);
+    assert.ok(sink.peakOpenSessions <= 2, `peak ${sink.peakOpenSessions} concurrent connections`);
     assert.ok(sink.sessions.length <= 2, `${sink.sessions.length} connections in all`);
   } finally {
-    await r.stop();
+    await r.close();
     await sink.close();
   }
 });
@@ -257,7 +194,7 @@ test('a slow destination cannot starve the others of delivery slots', async () =
     await fast.waitForMessages(1, 5_000);
     assert.ok(slow.messages().length < 8, `the fast destination waited for ${slow.messages().length} slow deliveries`);
   } finally {
-    await r.stop();
+    await r.close();
     await slow.close();
     await fast.close();
   }
@@ -268,7 +205,7 @@ test('under encrypt, a destination without STARTTLS is deferred with the named r
   const r = await rig({ routes: { 'plain.test': `127.0.0.1:${sink.port}` }, policies: { 'plain.test': 'encrypt' } });
   try {
     const { messageId } = await r.data.queue.enqueue({ sender: 'app@sender.test', recipients: ['a@plain.test'], content: message('plain'), source: 'api' });
-    await until('deferral', async () => (await r.data.store.getMessage(messageId))!.recipients[0].state === 'deferred');
+    await waitFor(async () => (await r.data.store.getMessage(messageId))!.recipients[0].state === 'deferred', { what: 'deferral', timeoutMs: 15_000 });
     const [recipient] = (await r.data.store.getMessage(messageId))!.recipients;
     assert.match(recipient.reason!, /starttls-not-supported/);
     const policy = (recipient.attempts[0].detail as any).policy;
@@ -276,7 +213,7 @@ test('under encrypt, a destination without STARTTLS is deferred with the named r
     assert.ok(sink.sessions.length >= 1);
     assert.ok(sink.sessions.every((s) => !s.commands.some((c) => /^MAIL/i.test(c.line))), 'no MAIL FROM in plaintext');
   } finally {
-    await r.stop();
+    await r.close();
     await sink.close();
   }
 });

@@ -7,19 +7,13 @@ import assert from 'node:assert/strict';
 import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
 import { startValidatingResolver, type ZoneRecord } from '../../test/harness/validating-resolver.ts';
 import { startSmtpSink, type SmtpSink } from '../../test/harness/smtp-sink.ts';
-import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
-import { createLogger } from '../log/logger.ts';
+import { startDeliveryRig, type DeliveryRig } from '../../test/harness/delivery-rig.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 import { Resolver } from '../dns/resolver.ts';
-import { QueueRunner } from '../queue/runner.ts';
-import { BounceComposer } from '../compose/bounces.ts';
-import { SmtpDeliveryAgent } from './agent.ts';
 
-const silent = createLogger({ level: 'silent' });
 let ca: TestCA;
 let unbound: Awaited<ReturnType<typeof startValidatingResolver>>;
-let data: TempData;
-let runner: QueueRunner;
-let agent: SmtpDeliveryAgent;
+let rig: DeliveryRig;
 const sinks: Record<string, SmtpSink> = {};
 const certs: Record<string, IssuedCert> = {};
 
@@ -54,59 +48,40 @@ before(async () => {
       { origin: 'mismatch.test', records: mxZone('mismatch.test', addresses['mismatch.test'], null, await ca.issue({ names: ['other.test'] })) },
     ],
   });
-  data = await openTempData({ schedule: { minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 } });
-  agent = new SmtpDeliveryAgent({
+  rig = await startDeliveryRig({
     resolver: new Resolver({ servers: [unbound.server], timeoutMs: 2_000, tries: 1, trustAd: true }),
-    routes: new Map(),
-    smtpPort: port,
-    policies: new Map(),
-    defaultPolicy: 'may',
-    ehloName: 'lacre.test',
     ca: [ca.certPem],
-    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
-    destinationConcurrency: 5,
-    maxMessagesPerConnection: 10,
-    idleTimeoutMs: 500,
-    logger: silent,
-  });
-  runner = new QueueRunner({
-    store: data.store,
-    agent,
-    logger: silent,
+    schedule: { minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 },
+    smtpPort: port,
+    hostname: 'lacre.test',
     workerId: 'dane-unbound',
-    leaseMs: 10_000,
-    pollIntervalMs: 10,
-    concurrency: 4,
     destinationConcurrency: 5,
-    schedule: data.queue.schedule,
-    finalFailures: new BounceComposer(data.queue, 'lacre.test'),
+    agent: { idleTimeoutMs: 500 },
   });
-  runner.start();
 });
 
 after(async () => {
-  await runner?.stop(2_000);
-  await agent?.close();
-  await data?.close();
+  await rig?.close();
   for (const s of Object.values(sinks)) await s.close();
   await unbound?.stop();
 });
 
 async function deliver(domain: string) {
-  const { messageId } = await data.queue.enqueue({
+  const { messageId } = await rig.data.queue.enqueue({
     sender: 'app@sender.test',
     recipients: [`user@${domain}`],
     content: Buffer.from(`From: <app@sender.test>\r\nSubject: ${domain}\r\n\r\nhello\r\n`),
     source: 'api',
   });
-  runner.nudge();
-  const deadline = Date.now() + 15_000;
-  for (let i = 0; i < 1_000 && Date.now() < deadline; i++) {
-    const r = (await data.store.getMessage(messageId))!.recipients[0];
-    if (r.attempts[0]?.outcome) return { recipient: r, detail: r.attempts[0].detail as Record<string, any> };
-    await new Promise((res) => setTimeout(res, 20));
-  }
-  assert.fail(`${domain}: no attempt finished`);
+  rig.runner.nudge();
+  const recipient = await waitFor(
+    async () => {
+      const r = (await rig.data.store.getMessage(messageId))!.recipients[0];
+      return r.attempts[0]?.outcome ? r : undefined;
+    },
+    { what: `${domain}: a finished attempt`, timeoutMs: 15_000, intervalMs: 20 },
+  );
+  return { recipient, detail: recipient.attempts[0].detail as Record<string, any> };
 }
 
 test('a signed zone with a matching DANE-EE record delivers under DANE, despite an expired, misnamed certificate', async () => {

@@ -9,10 +9,10 @@ import { FakeDnsServer } from '../../test/harness/dns-server.ts';
 import { MtaStsHttpsServer, formatMtaStsPolicy } from '../../test/harness/https-server.ts';
 import { startSmtpSink, type SmtpSink, type SmtpSinkOptions } from '../../test/harness/smtp-sink.ts';
 import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
+import { startDeliveryRig, type DeliveryRig } from '../../test/harness/delivery-rig.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 import { createLogger } from '../log/logger.ts';
 import { Resolver } from '../dns/resolver.ts';
-import { QueueRunner } from '../queue/runner.ts';
-import { BounceComposer } from '../compose/bounces.ts';
 import { buildPolicySources, type BuiltPolicySources } from '../policy-lookup/sources.ts';
 import { TlsRptTable } from '../store/tlsrpt-table.ts';
 import { TlsReportCollector } from '../tls-reporting/collector.ts';
@@ -31,8 +31,7 @@ let sources: BuiltPolicySources;
 const dnsClock = { skew: 0 };
 let collector: TlsReportCollector;
 let table: TlsRptTable;
-let runner: QueueRunner;
-let agent: SmtpDeliveryAgent;
+let delivery: DeliveryRig;
 let smtpPort = 0;
 const sinks: SmtpSink[] = [];
 let nextAddress = 10;
@@ -62,40 +61,21 @@ before(async () => {
   });
   table = new TlsRptTable(data.store.engine, data.store.sealer);
   collector = new TlsReportCollector({ table, flushIntervalMs: 3_600_000 });
-  agent = new SmtpDeliveryAgent({
+  delivery = await startDeliveryRig({
     resolver,
-    routes: new Map(),
-    smtpPort,
-    policies: new Map(),
-    defaultPolicy: 'may',
-    sources: sources.sources,
-    onTlsSession: (r) => collector.record(r),
-    ehloName: 'lacre.test',
     ca: [ca.certPem],
-    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
-    destinationConcurrency: 5,
-    maxMessagesPerConnection: 100,
-    idleTimeoutMs: 500,
-    logger: silent,
-  });
-  runner = new QueueRunner({
-    store: data.store,
-    agent,
-    logger: silent,
+    data,
+    smtpPort,
+    hostname: 'lacre.test',
     workerId: 'policy-failures',
-    leaseMs: 10_000,
-    pollIntervalMs: 10,
-    concurrency: 10,
     destinationConcurrency: 5,
-    schedule: data.queue.schedule,
-    finalFailures: new BounceComposer(data.queue, 'lacre.test'),
+    concurrency: 10,
+    agent: { sources: sources.sources, onTlsSession: (r) => collector.record(r), maxMessagesPerConnection: 100, idleTimeoutMs: 500 },
   });
-  runner.start();
 });
 
 after(async () => {
-  await runner.stop(2_000);
-  await agent.close();
+  await delivery.close();
   await collector.close();
   await data.close();
   for (const s of sinks) await s.close();
@@ -126,19 +106,18 @@ const message = (subject: string, extra = '') => Buffer.from(`From: <app@sender.
 
 async function send(to: string, opts: { requireTls?: boolean; headers?: string } = {}): Promise<string> {
   const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: [to], content: message(to, opts.headers), source: 'api', requireTls: opts.requireTls });
-  runner.nudge();
+  delivery.runner.nudge();
   return messageId;
 }
 
 async function settled(messageId: string, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 2_000 && Date.now() < deadline; i++) {
-    const view = (await data.store.getMessage(messageId))!;
-    const r = view.recipients[0];
-    if (r.state !== 'queued' && r.attempts.length > 0 && r.attempts[0].outcome) return r;
-    await new Promise((res) => setTimeout(res, 20));
-  }
-  assert.fail(`message ${messageId} never settled`);
+  return waitFor(
+    async () => {
+      const r = (await data.store.getMessage(messageId))!.recipients[0];
+      return r.state !== 'queued' && r.attempts.length > 0 && r.attempts[0].outcome ? r : undefined;
+    },
+    { what: `message ${messageId} to settle`, timeoutMs, intervalMs: 20 },
+  );
 }
 
 async function reportFor(domain: string) {

@@ -9,23 +9,23 @@ import { rmSync } from 'node:fs';
 import nodemailer from 'nodemailer';
 import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
-import { startSmtpSink, type SmtpSink, type SmtpSinkOptions } from '../../test/harness/smtp-sink.ts';
+import type { SmtpSink, SmtpSinkOptions } from '../../test/harness/smtp-sink.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../../test/harness/webhook-receiver.ts';
 import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
+import { startDeliveryRig } from '../../test/harness/delivery-rig.ts';
 import { createLogger } from '../log/logger.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains } from '../domains/sender-domains.ts';
 import { Composer } from '../compose/outgoing.ts';
-import { BounceComposer } from '../compose/bounces.ts';
 import { buildDsn } from '../compose/dsn.ts';
 import { startBounceReceiver } from '../intake/bounce-receiver.ts';
-import { QueueRunner } from '../queue/runner.ts';
-import { SmtpDeliveryAgent } from '../delivery/agent.ts';
+import type { QueueRunner } from '../queue/runner.ts';
 import { WebhookDispatcher, webhookRetry, type WebhookSchedule } from './dispatcher.ts';
 import { Webhooks } from './webhooks.ts';
 import { resolverLookup } from './url-guard.ts';
 import { SIGNATURE_HEADER, verifyWebhookSignature } from './signature.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 
 let ca: TestCA;
 let dns: FakeDnsServer;
@@ -64,7 +64,6 @@ interface Rig {
 
 async function rig(sinkOptions: Partial<SmtpSinkOptions> = {}, keep = false): Promise<Rig> {
   const data = await openTempData({ keep, schedule: { minBackoffMs: 50, maxBackoffMs: 50, maxAgeMs: 3_600_000 } });
-  const sink = await startSmtpSink({ tls: 'starttls', cert: mxCert, ...sinkOptions } as SmtpSinkOptions);
   const keys = new ApiKeys(data.store);
   const key = await keys.create({ name: 'app', scopes: ['send', 'read'], actor: 'cli:test' });
   const domains = new SenderDomains({
@@ -76,33 +75,17 @@ async function rig(sinkOptions: Partial<SmtpSinkOptions> = {}, keep = false): Pr
   await domains.add('shop.test', 'cli:test');
   await domains.verify('shop.test', { actor: 'cli:test', force: true });
   const composer = new Composer({ queue: data.queue, domains, tag: (id) => data.sealer.lookupHash('return-path', id) });
-  const agent = new SmtpDeliveryAgent({
+  const delivery = await startDeliveryRig({
     resolver,
-    routes: new Map(),
-    smtpPort: sink.port,
-    policies: new Map([['rcpt.test', 'verify']]),
-    defaultPolicy: 'may',
-    ehloName: 'mta.lacre.test',
     ca: [ca.certPem],
-    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
-    destinationConcurrency: 2,
-    maxMessagesPerConnection: 10,
-    idleTimeoutMs: 500,
-    logger: silent,
-  });
-  const runner = new QueueRunner({
-    store: data.store,
-    agent,
-    logger: silent,
+    data,
+    sink: { tls: 'starttls', cert: mxCert, ...sinkOptions } as SmtpSinkOptions,
+    policies: { 'rcpt.test': 'verify' },
     workerId: 'events-test',
-    leaseMs: 10_000,
-    pollIntervalMs: 10,
-    concurrency: 4,
-    destinationConcurrency: 2,
-    schedule: data.queue.schedule,
-    finalFailures: new BounceComposer(data.queue, 'mta.lacre.test'),
+    agent: { idleTimeoutMs: 500 },
   });
-  runner.start();
+  const { runner } = delivery;
+  const sink = delivery.sink!;
   const lookup = resolverLookup(resolver);
   const dispatchers: WebhookDispatcher[] = [];
   return {
@@ -131,25 +114,13 @@ async function rig(sinkOptions: Partial<SmtpSinkOptions> = {}, keep = false): Pr
     },
     async stop() {
       for (const d of dispatchers) await d.stop(1_000);
-      await runner.stop(2_000);
-      await agent.close();
-      await sink.close();
+      await delivery.close();
       await data.close();
     },
   };
 }
 
 const message = (subject: string) => Buffer.from(`From: Shop <orders@shop.test>\r\nTo: a@rcpt.test\r\nSubject: ${subject}\r\n\r\nHello.\r\n`);
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000; i++) {
-    if (await check()) return;
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
 
 test('a delivered message yields a `sent` event with its TLS details, POSTed signed over HTTPS to the pinned, vetted address', async () => {
   const r = await rig();
@@ -200,7 +171,7 @@ test('a delivered message yields a `sent` event with its TLS details, POSTed sig
     assert.match(event.event_id, /^[0-9a-f-]{36}$/);
 
     // The receiver answered before the dispatcher recorded it.
-    await until('the delivery to be recorded', async () => (await r.data.store.webhooks.deliveries(hook.id))[0]?.state === 'delivered');
+    await waitFor(async () => (await r.data.store.webhooks.deliveries(hook.id))[0]?.state === 'delivered', { what: 'the delivery to be recorded', timeoutMs: 15_000 });
     const [row] = await r.data.store.webhooks.deliveries(hook.id);
     assert.equal(row.attempts, 1);
     assert.equal(row.lastStatus, 200);
@@ -282,7 +253,7 @@ test('a suppressed recipient is refused at intake with a `blocked` event committ
     assert.equal(blocked.message_uuid, accepted.messageId);
     assert.ok(blocked.Message_GUID);
     // The accepted recipient is delivered; its `sent` event is recorded though this webhook did not ask for it.
-    await until('the sent event', async () => (await r.data.store.events.forMessage(accepted.messageId)).some((e) => e.type === 'sent'));
+    await waitFor(async () => (await r.data.store.events.forMessage(accepted.messageId)).some((e) => e.type === 'sent'), { what: 'the sent event', timeoutMs: 15_000 });
     const types = (await r.data.store.events.forMessage(accepted.messageId)).map((e) => e.type);
     assert.deepEqual(types, ['blocked', 'sent']);
     assert.equal(receiver.events().length, 1);
@@ -379,12 +350,12 @@ test('a receiver failing three times gets the batch on the fourth try, and the o
       source: 'api',
       metadata: { apiKeyId: first.key.apiKey },
     });
-    await until('both sent events', async () => (await first.data.store.webhooks.deliveries(hook.id)).length === 2);
+    await waitFor(async () => (await first.data.store.webhooks.deliveries(hook.id)).length === 2, { what: 'both sent events', timeoutMs: 15_000 });
     // Slow backoff first, so the dispatcher is stopped with the batch still pending after a failure.
     const slow = first.dispatcher({ schedule: { minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 } });
     slow.start();
     await receiver.waitFor(() => receiver.requests().length === 1, 15_000, 'the first failed POST');
-    await until('the failure to be recorded', async () => (await first.data.store.webhooks.deliveries(hook.id)).every((d) => d.attempts === 1));
+    await waitFor(async () => (await first.data.store.webhooks.deliveries(hook.id)).every((d) => d.attempts === 1), { what: 'the failure to be recorded', timeoutMs: 15_000 });
     await slow.stop(1_000);
     const rows = await first.data.store.webhooks.deliveries(hook.id);
     assert.deepEqual(rows.map((d) => [d.state, d.lastStatus]), [['pending', 500], ['pending', 500]]);
@@ -438,7 +409,10 @@ test('410 Gone disables the webhook and gives up its pending rows; a receiver fa
     await r.data.queue.enqueue({ sender: 'orders@shop.test', recipients: ['a@rcpt.test'], content: message('gone'), source: 'api', metadata: { apiKeyId: r.key.apiKey } });
     // The audit line is written just after the disable commits: wait for both, not the first.
     const disableAudits = async () => (await r.data.store.audit.list({ subject: goneHook.id })).filter((e) => e.action === 'webhook.disable');
-    await until('the webhook to be disabled and audited', async () => (await r.data.store.webhooks.get(goneHook.id))!.disabledAt !== null && (await disableAudits()).length > 0);
+    await waitFor(async () => (await r.data.store.webhooks.get(goneHook.id))!.disabledAt !== null && (await disableAudits()).length > 0, {
+      what: 'the webhook to be disabled and audited',
+      timeoutMs: 15_000,
+    });
     const disabled = (await r.data.store.webhooks.get(goneHook.id))!;
     assert.match(disabled.disabledReason!, /410 Gone/);
     assert.deepEqual((await r.data.store.webhooks.deliveries(goneHook.id)).map((d) => [d.state, d.lastStatus]), [['failed', 410]]);
@@ -446,9 +420,8 @@ test('410 Gone disables the webhook and gives up its pending rows; a receiver fa
     const [audit] = await disableAudits();
     assert.equal(audit.actor, 'system');
 
-    await until('the broken receiver to be given up on', async () =>
-      (await r.data.store.webhooks.deliveries(brokenHook.id)).every((d) => d.state === 'failed'),
-    );
+    await waitFor(async () =>
+      (await r.data.store.webhooks.deliveries(brokenHook.id)).every((d) => d.state === 'failed'), { what: 'the broken receiver to be given up on' });
     const [given] = await r.data.store.webhooks.deliveries(brokenHook.id);
     assert.equal(given.lastStatus, 503);
     assert.ok(given.attempts >= 2, `attempts ${given.attempts}`);
@@ -456,7 +429,7 @@ test('410 Gone disables the webhook and gives up its pending rows; a receiver fa
 
     // New events reach no disabled webhook.
     await r.data.queue.enqueue({ sender: 'orders@shop.test', recipients: ['b@rcpt.test'], content: message('gone 2'), source: 'api', metadata: { apiKeyId: r.key.apiKey } });
-    await until('the second delivery', async () => (await r.data.store.countByState()).delivered === 2);
+    await waitFor(async () => (await r.data.store.countByState()).delivered === 2, { what: 'the second delivery', timeoutMs: 15_000 });
     assert.equal((await r.data.store.webhooks.deliveries(goneHook.id)).length, 1);
   } finally {
     await r.stop();
@@ -475,7 +448,7 @@ test('a host that resolved to loopback at registration and to a private address 
     dns.add('rebind.hooks.test', { type: 'A', address: '10.0.0.7' });
     r.dispatcher({ schedule: { minBackoffMs: 60_000, maxBackoffMs: 60_000, maxAgeMs: 3_600_000 } }).start();
     await r.data.queue.enqueue({ sender: 'orders@shop.test', recipients: ['a@rcpt.test'], content: message('rebind'), source: 'api', metadata: { apiKeyId: r.key.apiKey } });
-    await until('the refused attempt', async () => (await r.data.store.webhooks.deliveries(hook.id)).some((d) => d.attempts === 1));
+    await waitFor(async () => (await r.data.store.webhooks.deliveries(hook.id)).some((d) => d.attempts === 1), { what: 'the refused attempt', timeoutMs: 15_000 });
     const [row] = await r.data.store.webhooks.deliveries(hook.id);
     assert.equal(row.state, 'pending');
     assert.equal(row.lastStatus, null);
@@ -516,10 +489,10 @@ test('two dispatchers on one store deliver every event exactly once; a receiver 
     for (const address of recipients) {
       await r.data.queue.enqueue({ sender: 'orders@shop.test', recipients: [address], content: message(address), source: 'api', metadata: { apiKeyId: r.key.apiKey } });
     }
-    await until('every delivery recorded', async () => {
+    await waitFor(async () => {
       const rows = await r.data.store.webhooks.deliveries(hook.id);
       return rows.length === 8 && rows.every((d) => d.state === 'delivered');
-    });
+    }, { what: 'every delivery recorded', timeoutMs: 15_000 });
     const ids = receiver.events().map((e) => e.event_id as string);
     assert.equal(ids.length, 8, `events received: ${ids.length}`);
     assert.equal(new Set(ids).size, 8);
@@ -548,7 +521,7 @@ test('a webhook batch whose POST outlasts the lease keeps its lease: no second d
     r.dispatcher({ workerId: 'node-2', leaseMs, timeoutMs: 3 * leaseMs, schedule: slow }).start();
     await r.data.queue.enqueue({ sender: 'orders@shop.test', recipients: ['a@rcpt.test'], content: message('slow'), source: 'api', metadata: { apiKeyId: r.key.apiKey } });
     await receiver.waitFor(() => receiver.requests().length === 1, 15_000, 'the POST');
-    await until('the timed-out attempt to be recorded', async () => (await r.data.store.webhooks.deliveries(hook.id))[0]?.attempts === 1);
+    await waitFor(async () => (await r.data.store.webhooks.deliveries(hook.id))[0]?.attempts === 1, { what: 'the timed-out attempt to be recorded', timeoutMs: 15_000 });
     const [row] = await r.data.store.webhooks.deliveries(hook.id);
     assert.equal(row.state, 'pending');
     assert.match(row.lastError!, /no complete answer within 2250 ms/);

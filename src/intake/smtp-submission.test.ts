@@ -13,7 +13,7 @@ import type { SMTPTransportOptions } from 'nodemailer/lib/smtp-transport/index.j
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { TestCA, type IssuedCert } from '../../test/harness/ca.ts';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
-import { startSmtpSink } from '../../test/harness/smtp-sink.ts';
+import { startDeliveryRig } from '../../test/harness/delivery-rig.ts';
 import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
 import { publishRecords } from '../../test/harness/sender-domain.ts';
 import { runSwaks } from '../../test/harness/swaks.ts';
@@ -24,10 +24,7 @@ import { SenderDomains } from '../domains/sender-domains.ts';
 import type { SenderSettings } from '../domains/dns-records.ts';
 import { ApiKeys } from '../access/api-keys.ts';
 import { Composer } from '../compose/outgoing.ts';
-import { BounceComposer } from '../compose/bounces.ts';
 import { fieldValue, fieldsNamed, parseMessage } from '../compose/message-headers.ts';
-import { QueueRunner } from '../queue/runner.ts';
-import { SmtpDeliveryAgent } from '../delivery/agent.ts';
 import { startSubmission, type SubmissionListeners } from './smtp-submission.ts';
 
 const HOST = 'submit.lacre.test';
@@ -288,35 +285,8 @@ const message = (headers: string, body = 'Hello from the shop.\r\n') => `${heade
 
 test('a message sent with STARTTLS and AUTH PLAIN reaches the recipient over TLS, DKIM-signed, without the relay headers', async () => {
   const r = await rig();
-  const sink = await startSmtpSink({ tls: 'starttls', cert: mxCert });
-  const silent = createLogger({ level: 'silent' });
-  const agent = new SmtpDeliveryAgent({
-    resolver,
-    routes: new Map(),
-    smtpPort: sink.port,
-    policies: new Map([['rcpt.test', 'verify']]),
-    defaultPolicy: 'may',
-    ehloName: 'mta.lacre.test',
-    ca: [ca.certPem],
-    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
-    destinationConcurrency: 2,
-    maxMessagesPerConnection: 10,
-    idleTimeoutMs: 1_000,
-    logger: silent,
-  });
-  const runner = new QueueRunner({
-    store: r.data.store,
-    agent,
-    logger: silent,
-    workerId: 'submission-test',
-    leaseMs: 10_000,
-    pollIntervalMs: 10,
-    concurrency: 4,
-    destinationConcurrency: 2,
-    schedule: r.data.queue.schedule,
-    finalFailures: new BounceComposer(r.data.queue, 'mta.lacre.test'),
-  });
-  runner.start();
+  const d = await startDeliveryRig({ resolver, ca: [ca.certPem], data: r.data, sink: { tls: 'starttls', cert: mxCert }, policies: { 'rcpt.test': 'verify' }, workerId: 'submission-test' });
+  const sink = d.sink!;
   try {
     const info = await transport(r, 'starttls').sendMail({
       envelope: { from: 'orders@shop.test', to: ['someone@rcpt.test'] },
@@ -361,9 +331,7 @@ test('a message sent with STARTTLS and AUTH PLAIN reaches the recipient over TLS
     assert.doesNotMatch(r.logs(), /someone@rcpt\.test|orders@shop\.test/);
     assert.doesNotMatch(r.logs(), new RegExp(r.send.pass));
   } finally {
-    await runner.stop(2_000);
-    await agent.close();
-    await sink.close();
+    await d.close();
     await r.close();
   }
 });

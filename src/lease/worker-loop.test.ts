@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
 import { LEASE_CLEAR, LEASE_FENCE, LeaseTable } from '../store/leases.ts';
 import { LeaseLoop, type LeaseLoopOptions, type LeaseView } from './worker-loop.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 
 interface Job {
   id: string;
@@ -106,16 +107,6 @@ async function jobs(): Promise<Jobs> {
   return j;
 }
 
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000; i++) {
-    if (await check()) return;
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('a finished item frees a slot that claims again at once, without waiting for the poll', async () => {
@@ -126,7 +117,7 @@ test('a finished item frees a slot that claims again at once, without waiting fo
     // One slot and a one-minute poll: only the freed slot can bring the second and third job in.
     const loop = j.loop({ concurrency: 1, run: async (job) => void (await j.finish(job, 'worker-1')) });
     loop.start();
-    await until('every job done', async () => (await Promise.all(ids.map((id) => j.row(id)))).every((r) => r.done_by === 'worker-1'));
+    await waitFor(async () => (await Promise.all(ids.map((id) => j.row(id)))).every((r) => r.done_by === 'worker-1'), { what: 'every job done', timeoutMs: 5_000 });
     assert.ok(Date.now() - started < 5_000);
   } finally {
     await j.close();
@@ -151,13 +142,13 @@ test('renewal keeps a lease alive past its original expiry: a rival finds nothin
       },
     });
     loop.start();
-    await until('the job to be claimed', () => view !== undefined);
+    await waitFor(() => view !== undefined, { what: 'the job to be claimed', timeoutMs: 5_000 });
     await sleep(2 * leaseMs);
     assert.ok(Date.now() > claimedUntil, 'the lease as claimed has run out');
     assert.ok(view!.held());
     assert.ok((await j.row(id)).lease_expires_at! > Date.now(), 'renewed in the store');
     assert.deepEqual(await j.claim('worker-2', Date.now(), leaseMs, 10), []);
-    await until('the job to be recorded', () => recorded !== undefined);
+    await waitFor(() => recorded !== undefined, { what: 'the job to be recorded', timeoutMs: 5_000 });
     assert.equal(recorded, true);
     assert.equal((await j.row(id)).done_by, 'worker-1');
   } finally {
@@ -182,15 +173,15 @@ test('a lease taken over by another worker flips held() and fences out the first
       },
     });
     loop.start();
-    await until('the job to be claimed', () => view !== undefined);
+    await waitFor(() => view !== undefined, { what: 'the job to be claimed', timeoutMs: 5_000 });
     assert.equal(view!.held(), true);
     // A rival whose clock is past the lease sees it expired and takes the job.
     const [stolen] = await j.claim('worker-2', Date.now() + 60_000, 60_000, 1);
     assert.equal(stolen.id, id);
-    await until('the next renewal to find the lease lost', () => view!.held() === false);
+    await waitFor(() => view!.held() === false, { what: 'the next renewal to find the lease lost', timeoutMs: 5_000 });
     assert.ok(j.logs.some((l) => /lease was lost/.test(l.msg)));
     release();
-    await until('the first worker to try recording', () => recorded !== undefined);
+    await waitFor(() => recorded !== undefined, { what: 'the first worker to try recording', timeoutMs: 5_000 });
     assert.equal(recorded, false);
     assert.equal(await j.finish(stolen, 'worker-2'), true);
     assert.equal((await j.row(id)).done_by, 'worker-2');
@@ -217,7 +208,7 @@ test('stop lets work finish within the grace, then aborts the rest and releases 
       },
     });
     loop.start();
-    await until('both jobs in flight', () => loop.inFlightCount === 2);
+    await waitFor(() => loop.inFlightCount === 2, { what: 'both jobs in flight', timeoutMs: 5_000 });
     const result = await loop.stop(300);
     assert.deepEqual(result, { finished: 1, released: 1 });
     assert.equal(aborted, 1);
@@ -246,7 +237,7 @@ test('a claim that says more is due is followed by another at once', async () =>
       run: (_job, signal) => new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve())),
     });
     loop.start();
-    await until('all five in flight', () => loop.inFlightCount === 5, 2_000);
+    await waitFor(() => loop.inFlightCount === 5, { what: 'all five in flight', timeoutMs: 2_000 });
     // 2 + 2 + 1: the short third claim said no more, and the one-minute poll has not come.
     await sleep(100);
     assert.equal(j.claims, 3);
@@ -269,7 +260,7 @@ test('a failing claim is logged and retried at the next wake; the loop keeps goi
       run: async (job) => void (await j.finish(job, 'worker-1')),
     });
     loop.start();
-    await until('the job done after the retry', async () => (await j.row(id)).done_by === 'worker-1');
+    await waitFor(async () => (await j.row(id)).done_by === 'worker-1', { what: 'the job done after the retry', timeoutMs: 5_000 });
     assert.ok(calls >= 2);
     assert.ok(j.logs.some((l) => l.level === 50 && /claiming work failed/.test(l.msg)));
   } finally {

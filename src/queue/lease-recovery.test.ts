@@ -8,19 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { openTempData } from '../../test/harness/temp-data.ts';
 import { QueueRunner, type DeliveryAgent, type RecipientVerdict } from './runner.ts';
 import { createLogger } from '../log/logger.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 
 const holderScript = fileURLToPath(new URL('../../test/fixtures/lease-holder.ts', import.meta.url));
 const content = Buffer.from('Subject: lease test\r\n\r\nbody\r\n');
-
-async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000; i++) {
-    if (await check()) return;
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 test('work held by a SIGKILLed worker is claimed again after its lease expires; no recipient lost or finalised twice', async () => {
   const data = await openTempData();
@@ -42,7 +33,7 @@ test('work held by a SIGKILLed worker is claimed again after its lease expires; 
   let output = '';
   child.stdout.on('data', (chunk) => (output += chunk));
   try {
-    await waitFor('the worker to hold every recipient', () => output.includes('HOLDING'), 20_000);
+    await waitFor(() => output.includes('HOLDING'), { what: 'the worker to hold every recipient', timeoutMs: 20_000 });
     const leased = await data.store.engine.all<{ lease_owner: string }>(
       'SELECT lease_owner FROM recipients WHERE lease_expires_at > ?',
       [Date.now()],
@@ -86,7 +77,7 @@ test('work held by a SIGKILLed worker is claimed again after its lease expires; 
   });
   runner.start();
   try {
-    await waitFor('every recipient to be delivered', async () => (await data.store.countByState()).delivered === recipientIds.length, 20_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === recipientIds.length, { what: 'every recipient to be delivered', timeoutMs: 20_000 });
   } finally {
     await runner.stop(1_000);
   }

@@ -4,6 +4,7 @@ import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
 import { QueueRunner, type DeliveryAgent, type RecipientVerdict } from './runner.ts';
 import { createLogger } from '../log/logger.ts';
 import type { RetrySchedule } from './retry-policy.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 
 const content = Buffer.from('Subject: runner\r\n\r\nbody\r\n');
 const quick: RetrySchedule = { minBackoffMs: 30, maxBackoffMs: 60, maxAgeMs: 400 };
@@ -19,16 +20,6 @@ function runnerFor(data: TempData, agent: DeliveryAgent, schedule = quick): Queu
     concurrency: 4,
     schedule,
   });
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 5_000; i++) {
-    if (await check()) return;
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 const byLocalPart = (verdicts: Record<string, RecipientVerdict>): DeliveryAgent => ({
@@ -57,10 +48,10 @@ test('records each verdict: 2xx delivered, 5xx bounced, 4xx deferred with backof
   const started = Date.now();
   runner.start();
   try {
-    await waitFor('three recorded attempts', async () => {
+    await waitFor(async () => {
       const counts = await data.store.countByState();
       return counts.delivered === 1 && counts.bounced === 1 && counts.deferred === 1;
-    });
+    }, { what: 'three recorded attempts' });
   } finally {
     await runner.stop(1_000);
   }
@@ -83,7 +74,7 @@ test('keeps retrying a deferred recipient and expires it after the maximum age',
   const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['busy@b.test'], content, source: 'api' });
   runner.start();
   try {
-    await waitFor('expiry', async () => (await data.store.countByState()).expired === 1);
+    await waitFor(async () => (await data.store.countByState()).expired === 1, { what: 'expiry' });
   } finally {
     await runner.stop(1_000);
   }
@@ -109,7 +100,7 @@ test('stop lets an in-flight batch finish within the grace period', async () => 
   });
   await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['x@a.test'], content, source: 'api' });
   runner.start();
-  await waitFor('the batch to start', async () => started);
+  await waitFor(async () => started, { what: 'the batch to start' });
   const stopping = runner.stop(5_000);
   setTimeout(release, 100);
   assert.deepEqual(await stopping, { finished: 1, released: 0 });
@@ -128,7 +119,7 @@ test('stop aborts a batch that outlives the grace period and releases its lease 
   });
   const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['x@a.test'], content, source: 'api' });
   runner.start();
-  await waitFor('the batch to start', async () => started);
+  await waitFor(async () => started, { what: 'the batch to start' });
   await runner.stop(50);
   const [recipient] = (await data.store.getMessage(messageId))!.recipients;
   assert.equal(recipient.state, 'queued');
@@ -152,7 +143,7 @@ test('a delivery agent that throws defers the batch instead of losing it', async
   const { messageId } = await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['x@a.test'], content, source: 'api' });
   runner.start();
   try {
-    await waitFor('deferral', async () => (await data.store.countByState()).deferred === 1);
+    await waitFor(async () => (await data.store.countByState()).deferred === 1, { what: 'deferral' });
   } finally {
     await runner.stop(1_000);
   }
@@ -186,10 +177,10 @@ test('a hard bounce queues a DSN to the sender and suppresses the address; later
   });
   runner.start();
   try {
-    await waitFor('the original to be settled', async () => {
+    await waitFor(async () => {
       const c = await data.store.countByState();
       return c.bounced === 1 && c.delivered === 1;
-    });
+    }, { what: 'the original to be settled' });
   } finally {
     await runner.stop(1_000);
   }
@@ -234,7 +225,7 @@ test('a bounce of a message with the null sender produces no DSN (never a bounce
   await data.queue.enqueue({ sender: null, recipients: ['gone@a.test'], content: Buffer.from('Subject: dsn\r\n\r\nx\r\n'), source: 'system' });
   runner.start();
   try {
-    await waitFor('the bounce', async () => (await data.store.countByState()).bounced === 1);
+    await waitFor(async () => (await data.store.countByState()).bounced === 1, { what: 'the bounce' });
   } finally {
     await runner.stop(1_000);
   }

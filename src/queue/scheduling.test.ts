@@ -7,6 +7,7 @@ import { openTempData, type TempData } from '../../test/harness/temp-data.ts';
 import { QueueRunner, type DeliveryAgent, type DeliveryBatch, type RecipientVerdict, type RunnerOptions } from './runner.ts';
 import { createLogger } from '../log/logger.ts';
 import type { RetrySchedule } from './retry-policy.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 
 const content = Buffer.from('Subject: scheduling\r\n\r\nbody\r\n');
 const schedule: RetrySchedule = { minBackoffMs: 300, maxBackoffMs: 600, maxAgeMs: 3_600_000 };
@@ -27,16 +28,6 @@ function runnerFor(data: TempData, agent: DeliveryAgent, extra: Partial<RunnerOp
   });
 }
 
-async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000; i++) {
-    if (await check()) return;
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const all = (batch: DeliveryBatch, verdict: RecipientVerdict) => new Map(batch.recipients.map((r) => [r.recipientId, verdict]));
 
@@ -47,7 +38,7 @@ test('a finished batch claims the next at once: 40 messages through one slot wit
   const runner = runnerFor(data, { async deliver(batch) { calls++; await sleep(2); return all(batch, delivered); } }, { concurrency: 1 });
   runner.start();
   try {
-    await waitFor('40 deliveries', async () => (await data.store.countByState()).delivered === 40, 8_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === 40, { what: '40 deliveries', timeoutMs: 8_000 });
   } finally {
     await runner.stop(1_000);
     await data.close();
@@ -63,7 +54,7 @@ test('a message committed while the runner sleeps is delivered on the nudge, not
     await sleep(100);
     await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['late@one.test'], content, source: 'api' });
     runner.nudge();
-    await waitFor('the delivery', async () => (await data.store.countByState()).delivered === 1, 5_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === 1, { what: 'the delivery', timeoutMs: 5_000 });
   } finally {
     await runner.stop(1_000);
     await data.close();
@@ -82,7 +73,7 @@ test('a deferred recipient is retried when it comes due, woken by its due time',
   await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['retry@one.test'], content, source: 'api' });
   runner.start();
   try {
-    await waitFor('the retry', async () => (await data.store.countByState()).delivered === 1, 5_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === 1, { what: 'the retry', timeoutMs: 5_000 });
   } finally {
     await runner.stop(1_000);
     await data.close();
@@ -111,17 +102,17 @@ test('a 1-recipient message to domain B is delivered within a second while 1,000
   }, { concurrency: 4, destinationConcurrency: 4 });
   runner.start();
   try {
-    await waitFor('A to start draining', () => sizes.length > 0, 5_000);
+    await waitFor(() => sizes.length > 0, { what: 'A to start draining', timeoutMs: 5_000 });
     // More A work is queued behind B's message too: B must not wait for it.
     await data.queue.enqueue({ sender: 'app@sender.test', recipients: Array.from({ length: 200 }, (_, i) => `late${i}@a.test`), content, source: 'api' });
     const queuedAt = Date.now();
     await data.queue.enqueue({ sender: 'app@sender.test', recipients: ['b@b.test'], content, source: 'api' });
     runner.nudge();
-    await waitFor('B delivered', () => deliveredAt.has('b@b.test'), 5_000);
+    await waitFor(() => deliveredAt.has('b@b.test'), { what: 'B delivered', timeoutMs: 5_000 });
     assert.ok(deliveredAt.get('b@b.test')! - queuedAt < 1_000, `B took ${deliveredAt.get('b@b.test')! - queuedAt} ms`);
     const aLeft = big.filter((a) => !deliveredAt.has(a)).length;
     assert.ok(aLeft > 0, 'B was delivered while A was still draining');
-    await waitFor('A drained', async () => (await data.store.countByState()).delivered === 1_201, 20_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === 1_201, { what: 'A drained', timeoutMs: 20_000 });
   } finally {
     await runner.stop(1_000);
     await data.close();
@@ -152,11 +143,11 @@ test('domains of one site share its limit: once learnt, many domains on one prov
   try {
     for (const d of domains) await data.queue.enqueue({ sender: 'app@sender.test', recipients: [`first@${d}`], content, source: 'api' });
     runner.nudge();
-    await waitFor('first contact with every domain', async () => (await data.store.countByState()).delivered === 10, 10_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === 10, { what: 'first contact with every domain', timeoutMs: 10_000 });
     peak = 0;
     for (let i = 0; i < 60; i++) await data.queue.enqueue({ sender: 'app@sender.test', recipients: [`x${i}@${domains[i % 10]}`], content, source: 'api' });
     runner.nudge();
-    await waitFor('60 more deliveries', async () => (await data.store.countByState()).delivered === 70, 10_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === 70, { what: '60 more deliveries', timeoutMs: 10_000 });
   } finally {
     await runner.stop(1_000);
     await data.close();
@@ -181,17 +172,17 @@ test('a dead site costs one probe per retry, not one timeout per message', async
   runner.start();
   try {
     // Every message gets an attempt: the first wave by connecting, the rest deferred at once.
-    await waitFor('every recipient deferred', async () => (await data.store.countByState()).deferred === 20, 5_000);
+    await waitFor(async () => (await data.store.countByState()).deferred === 20, { what: 'every recipient deferred', timeoutMs: 5_000 });
     assert.ok(connects <= 2, `${connects} connections for the first wave (initial site concurrency 2)`);
     const view = await data.store.engine.all<{ n: number }>(`SELECT COUNT(*) AS n FROM attempts WHERE outcome = 'deferred'`);
     assert.equal(Number(view[0].n), 20);
     // The suspension runs out before the retries come due: one probe, the rest wait for it.
     const beforeProbe = connects;
-    await waitFor('the probe', () => connects === beforeProbe + 1, 5_000);
+    await waitFor(() => connects === beforeProbe + 1, { what: 'the probe', timeoutMs: 5_000 });
     await sleep(150);
     assert.equal(connects, beforeProbe + 1, 'one probe at a time while the site is down');
     up = true;
-    await waitFor('everything delivered once the site is back', async () => (await data.store.countByState()).delivered === 20, 10_000);
+    await waitFor(async () => (await data.store.countByState()).delivered === 20, { what: 'everything delivered once the site is back', timeoutMs: 10_000 });
   } finally {
     await runner.stop(1_000);
     await data.close();
@@ -210,7 +201,7 @@ test('a lost reply to the final dot is recorded as an unknown outcome and deferr
   });
   runner.start();
   try {
-    await waitFor('the attempt recorded', async () => (await data.store.countByState()).deferred === 1, 5_000);
+    await waitFor(async () => (await data.store.countByState()).deferred === 1, { what: 'the attempt recorded', timeoutMs: 5_000 });
   } finally {
     await runner.stop(1_000);
   }

@@ -13,6 +13,7 @@ import type { ReportPolicy } from '../tls-policy/evidence.ts';
 import { TlsReportCollector } from './collector.ts';
 import { nextRunAt, spreadOffsetMs, SPREAD_MINUTES, TlsReporter, type ReportMessage, type TlsReporterOptions } from './reporter.ts';
 import { rfc8460Validator } from './rfc8460-schema.ts';
+import { waitFor } from '../../test/harness/wait.ts';
 
 const DOMAIN = 'rcpt-probe.test';
 const DAY = '2026-04-01';
@@ -434,14 +435,6 @@ test('one domain whose report cannot be built does not hold up the others', asyn
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
 test('two reporters racing for the same (day, domain) send one report, though its sending outlasts the lease', async () => {
   const env = await setup();
   try {
@@ -486,7 +479,7 @@ test('a reporter whose lease was taken over cannot record the outcome', async ()
       },
     });
     const first = stalled.runDay(DAY);
-    await waitFor('the first run to be sending', () => sending);
+    await waitFor(() => sending, { what: 'the first run to be sending', timeoutMs: 5_000 });
     const later = NOW + 10 * 60_000;
     const [taken] = await env.reporter({ owner: 'node-2', clock: () => later }).runDay(DAY);
     assert.equal(taken.state, 'sent');

@@ -146,6 +146,11 @@ export class MtaStsHttpsServer {
     return this.#port;
   }
 
+  /** Resolves when the next TCP connection is accepted (before any TLS): call it before connecting. */
+  nextConnection(): Promise<void> {
+    return new Promise((resolve) => this.#server.once('connection', () => resolve()));
+  }
+
   /** Scripts `hostname` (e.g. "mta-sts.example.test"), issuing its certificate if needed. */
   async setHost(hostname: string, script: PolicyHostScript): Promise<IssuedCert> {
     const key = normalizeHost(hostname);

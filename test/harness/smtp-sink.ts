@@ -199,6 +199,10 @@ export interface SmtpSink {
   readonly tls: SinkTlsMode;
   /** One per accepted TCP connection, in order. */
   readonly sessions: SinkSession[];
+  /** Connections open now: counted up when one is accepted, down when its socket closes. */
+  readonly openSessions: number;
+  /** The most connections that were ever open at once: a client's concurrency, counted exactly. */
+  readonly peakOpenSessions: number;
   /** Listener-level errors, e.g. a failed implicit-TLS handshake (client rejected the certificate). */
   readonly errors: Error[];
   messages(): DeliveredMessage[];
@@ -275,6 +279,8 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
   const timers = new Set<NodeJS.Timeout>();
   const waiters = new Set<() => void>();
   let closing = false;
+  let openSessions = 0;
+  let peakOpenSessions = 0;
 
   const notify = () => {
     for (const w of [...waiters]) w();
@@ -449,7 +455,10 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
       closed: false,
     };
     sessions.push(rec);
+    openSessions++;
+    peakOpenSessions = Math.max(peakOpenSessions, openSessions);
     socket.once('close', () => {
+      openSessions--;
       rec.closed = true;
       notify();
     });
@@ -652,6 +661,12 @@ export async function startSmtpSink(options: SmtpSinkOptions): Promise<SmtpSink>
     port,
     tls: options.tls,
     sessions,
+    get openSessions() {
+      return openSessions;
+    },
+    get peakOpenSessions() {
+      return peakOpenSessions;
+    },
     errors,
     messages: () => [...delivered],
     waitForMessages: (n, timeoutMs) =>

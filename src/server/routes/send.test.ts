@@ -9,16 +9,12 @@ import { join } from 'node:path';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { TestCA } from '../../../test/harness/ca.ts';
 import { FakeDnsServer } from '../../../test/harness/dns-server.ts';
-import { startSmtpSink } from '../../../test/harness/smtp-sink.ts';
+import { startDeliveryRig } from '../../../test/harness/delivery-rig.ts';
 import { publishRecords } from '../../../test/harness/sender-domain.ts';
 import { tempDir } from '../../../test/harness/temp-data.ts';
 import { basicAuth, message, queuedCount, sendApiRig, type SendApiRig } from '../../../test/harness/send-api.ts';
-import { createLogger } from '../../log/logger.ts';
 import { Resolver } from '../../dns/resolver.ts';
 import { nodeStyleResolver } from '../../dns/node-style.ts';
-import { QueueRunner } from '../../queue/runner.ts';
-import { SmtpDeliveryAgent } from '../../delivery/agent.ts';
-import { BounceComposer } from '../../compose/bounces.ts';
 import { fieldsNamed, parseMessage } from '../../compose/message-headers.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -64,7 +60,6 @@ test('node-mailjet over HTTPS sends through Lacre to the recipient over TLS, DKI
   const serverCert = await ca.issue({ names: ['127.0.0.1'] });
   const mxCert = await ca.issue({ names: ['mx.rcpt.test'] });
   // REQUIRETLS is offered after STARTTLS (RFC 8689 §4.1): RequireTLS messages need it.
-  const sink = await startSmtpSink({ tls: 'starttls', cert: mxCert, advertise: { requireTls: true } });
   const r = await sendApiRig({
     resolver,
     https: { cert: serverCert.chainPem, key: serverCert.keyPem },
@@ -74,32 +69,17 @@ test('node-mailjet over HTTPS sends through Lacre to the recipient over TLS, DKI
       assert.equal((await domains.verify('client.test', { actor: 'cli:test' })).domain.status, 'verified');
     },
   });
-  const agent = new SmtpDeliveryAgent({
+  const d = await startDeliveryRig({
     resolver,
-    routes: new Map(),
-    smtpPort: sink.port,
-    policies: new Map([['rcpt.test', 'verify']]),
-    defaultPolicy: 'may',
-    ehloName: 'mta.lacre.test',
     ca: [ca.certPem],
-    timeouts: { connect: 2_000, greeting: 3_000, command: 3_000, dataInit: 3_000, dataBlock: 3_000, dataDone: 3_000 },
-    destinationConcurrency: 2,
-    maxMessagesPerConnection: 10,
-    idleTimeoutMs: 1_000,
-    logger: createLogger({ level: 'silent' }),
-  });
-  const runner = new QueueRunner({
-    store: r.data.store,
-    agent,
-    logger: createLogger({ level: 'silent' }),
+    data: r.data,
+    sink: { tls: 'starttls', cert: mxCert, advertise: { requireTls: true } },
+    policies: { 'rcpt.test': 'verify' },
     workerId: 'send-api-test',
-    leaseMs: 10_000,
     pollIntervalMs: 20,
-    concurrency: 4,
-    destinationConcurrency: 2,
-    schedule: r.data.queue.schedule,
-    finalFailures: new BounceComposer(r.data.queue, 'mta.lacre.test'),
+    start: false,
   });
+  const sink = d.sink!;
   const caDir = tempDir();
   try {
     await r.app.listen({ host: '127.0.0.1', port: 0 });
@@ -167,7 +147,7 @@ test('node-mailjet over HTTPS sends through Lacre to the recipient over TLS, DKI
     assert.equal(out.messages[0].body.Data[0].CustomID, 'order-1');
     assert.match(out.messages[0].body.Data[0].Status, /^(queued|sent)$/);
 
-    runner.start();
+    d.runner.start();
     // One transaction carries both recipients (same destination domain).
     const delivered = await sink.waitForMessages(1, 15_000);
     assert.ok(delivered.every((d) => d.tls), 'it travelled over TLS');
@@ -193,9 +173,7 @@ test('node-mailjet over HTTPS sends through Lacre to the recipient over TLS, DKI
     assert.equal((await r.data.store.getMessage(ref!.messageId))!.requireTls, true);
     assert.ok(r.nudges.count >= 1, 'the runner was nudged');
   } finally {
-    await runner.stop(2_000);
-    await agent.close();
-    await sink.close();
+    await d.close();
     await r.close();
     rmSync(caDir, { recursive: true, force: true });
   }
