@@ -1,21 +1,21 @@
-// The queue's tables (messages, message_contents, recipients, attempts, suppressions): the only SQL
+// The queue's tables (messages, message_contents, recipients, attempts): the only SQL
 // for durable acceptance, leases and verdicts. Implements the port the queue runner depends on
 // (queue/port.ts). Personal data and content are sealed on the way in, opened on the way out.
 //   - Acceptance: a message, its content and its recipients in one durable transaction.
 //   - Leases: a claim takes due recipients with a lease token that is also the attempt's id; the
 //     token fences every later write, so a worker that lost its lease cannot record anything.
 //   - Verdicts: the recipient's new state, the attempt, and everything the verdict sets off (DSN,
-//     suppression, events and their webhook outbox rows) in one transaction.
-// Part of the store. May import: ../sealing, ./engine, ./ids, ./events-table, ./send-api-table.
+//     suppression through suppressions-table.ts, events and their webhook outbox rows) in one transaction.
+// Part of the store. May import: ../sealing, ./engine, ./ids, ./events-table, ./send-api-table, ./suppressions-table, ./sealed-columns.
 import type { Sealer } from '../sealing/sealer.ts';
 import { domainOf } from '../mail/address.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { uuidv7 } from './ids.ts';
 import type { EventsTable } from './events-table.ts';
+import type { SuppressionsTable } from './suppressions-table.ts';
+import { sealedContext as ctx } from './sealed-columns.ts';
 import { allocatePublicIds } from './send-api-table.ts';
 import type { AttemptResult, ClaimedRecipient, NewMessage } from './records.ts';
-
-const ctx = (table: string, column: string) => `${table}.${column}`;
 
 /** What else an attempt's verdict commits with it. */
 export interface AttemptEffects {
@@ -54,13 +54,15 @@ export class QueueTable {
   #engine: SqlEngine;
   #sealer: Sealer;
   #events: EventsTable;
+  #suppressions: SuppressionsTable;
   /** Where the last look past a full window stopped (a domain hash; '' is before the first). */
   #destinationCursor = '';
 
-  constructor(engine: SqlEngine, sealer: Sealer, events: EventsTable) {
+  constructor(engine: SqlEngine, sealer: Sealer, events: EventsTable, suppressions: SuppressionsTable) {
     this.#engine = engine;
     this.#sealer = sealer;
     this.#events = events;
+    this.#suppressions = suppressions;
   }
 
   /** Commits a message, its content and its recipients in one durable transaction. */
@@ -315,21 +317,9 @@ export class QueueTable {
     ]);
     // In the same transaction as the verdict, so a crash can never record a bounce without
     // its DSN or its suppression.
-    if (effects.suppress) await this.suppressIn(tx, effects.suppress);
+    if (effects.suppress) await this.#suppressions.addIn(tx, effects.suppress);
     if (effects.enqueue) await this.insertMessageIn(tx, effects.enqueue);
     return true;
-  }
-
-  async suppressIn(tx: SqlExecutor, entry: { address: string; reason: string; messageId: string | null; at: number }): Promise<void> {
-    const hash = this.#sealer.addressHash(entry.address);
-    const exists = await tx.get('SELECT address_hash FROM suppressions WHERE address_hash = ?', [hash]);
-    if (exists) return;
-    await tx.run('INSERT INTO suppressions (address_hash, reason_sealed, source_message_id, created_at) VALUES (?, ?, ?, ?)', [
-      hash,
-      this.#sealer.seal(entry.reason, ctx('suppressions', 'reason_sealed')),
-      entry.messageId,
-      entry.at,
-    ]);
   }
 
   /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */

@@ -1,62 +1,31 @@
-// The store: the only module that knows SQL. It owns the schema, seals personal data and content
-// on the way in (through the Sealer) and opens it on the way out. Each group of tables has its own
-// module (queue-table.ts for the queue's acceptance, leases and verdicts; domains, audit, API keys,
-// events, webhooks); this class opens the database and hands them out.
+// The store: the only module that knows SQL, and the facade the rest of the code uses. It seals
+// personal data and content on the way in (through the Sealer) and opens it on the way out. The
+// work is in its modules, which this class opens and hands out or forwards to:
+//   open.ts               the data dir, the engine, migrations and the lookup key
+//   sealed-columns.ts     the registry of sealed columns, key counts and re-sealing
+//   message-read-model.ts getMessage and countByState
+//   suppressions-table.ts the suppression list
+//   queue-table.ts        the queue's acceptance, leases and verdicts
+//   domains, audit, API keys, send API, events, webhooks: their *-table.ts modules
+// What stays here spans tables in one transaction (recordRemoteBounce).
 // May import: ../sealing, ./engine and its implementations, its table modules.
-import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { Sealer } from '../sealing/sealer.ts';
-import { domainOf } from '../mail/address.ts';
-import type { SqlEngine, SqlExecutor } from './engine.ts';
-import { migrate } from './migrations.ts';
-import { readAttemptDetail, readMessageMetadata } from './record-schemas.ts';
-import { SqliteEngine } from './sqlite-engine.ts';
-import { uuidv7 } from './ids.ts';
+import type { Sealer } from '../sealing/sealer.ts';
+import type { SqlEngine } from './engine.ts';
+import { openEngine, prepareDatabase } from './open.ts';
+import { SealedColumns, sealedContext as ctx } from './sealed-columns.ts';
+import { MessageReadModel } from './message-read-model.ts';
+import { SuppressionsTable, type SuppressionEntry } from './suppressions-table.ts';
 import { DomainsTable } from './domains-table.ts';
 import { AuditTable } from './audit-table.ts';
 import { ApiKeysTable } from './api-keys-table.ts';
-import { SendApiTable, allocatePublicIds } from './send-api-table.ts';
+import { SendApiTable } from './send-api-table.ts';
 import { EventsTable, type EventRules, type RemoteBounce } from './events-table.ts';
 import { WebhooksTable } from './webhooks-table.ts';
 import { QueueTable, type AttemptEffects, type ClaimOptions } from './queue-table.ts';
 
 export type { AttemptEffects, ClaimOptions } from './queue-table.ts';
-import type {
-  AttemptResult,
-  AttemptView,
-  ClaimedRecipient,
-  MessageView,
-  NewMessage,
-  RecipientState,
-  RecipientView,
-} from './records.ts';
-
-/** Every sealed column, with the context its values are bound to (see Sealer.seal). */
-export const SEALED_COLUMNS = [
-  { table: 'settings', key: 'name', column: 'value_sealed' },
-  { table: 'messages', key: 'id', column: 'sender_sealed' },
-  { table: 'messages', key: 'id', column: 'metadata_sealed' },
-  { table: 'message_contents', key: 'message_id', column: 'content_sealed' },
-  { table: 'recipients', key: 'id', column: 'reason_sealed' },
-  { table: 'recipients', key: 'id', column: 'address_sealed' },
-  { table: 'attempts', key: 'id', column: 'detail_sealed' },
-  { table: 'suppressions', key: 'address_hash', column: 'reason_sealed' },
-  { table: 'domains', key: 'name', column: 'check_sealed' },
-  { table: 'dkim_keys', key: 'id', column: 'private_key_sealed' },
-  { table: 'audit_log', key: 'id', column: 'detail_sealed' },
-  { table: 'idempotency_keys', key: 'id', column: 'response_sealed' },
-  { table: 'events', key: 'id', column: 'payload_sealed' },
-  { table: 'webhooks', key: 'id', column: 'url_sealed' },
-  { table: 'webhooks', key: 'id', column: 'secret_sealed' },
-  { table: 'tls_policies', key: 'domain', column: 'note_sealed' },
-  { table: 'mta_sts_policies', key: 'domain_hash', column: 'policy_sealed' },
-  { table: 'tlsrpt_policies', key: 'id', column: 'policy_sealed' },
-  { table: 'tlsrpt_failures', key: 'id', column: 'detail_sealed' },
-  { table: 'tlsrpt_reports', key: 'id', column: 'detail_sealed' },
-] as const;
-
-const ctx = (table: string, column: string) => `${table}.${column}`;
+export { SEALED_COLUMNS } from './sealed-columns.ts';
+import type { AttemptResult, ClaimedRecipient, MessageView, NewMessage, RecipientState } from './records.ts';
 
 export interface StoreOptions {
   dataDir: string;
@@ -74,7 +43,10 @@ export class Store {
   readonly sendApi: SendApiTable;
   readonly events: EventsTable;
   readonly webhooks: WebhooksTable;
+  readonly suppressions: SuppressionsTable;
   readonly queue: QueueTable;
+  readonly messages: MessageReadModel;
+  readonly sealedColumns: SealedColumns;
 
   private constructor(engine: SqlEngine, sealer: Sealer, rules: EventRules) {
     this.engine = engine;
@@ -85,41 +57,24 @@ export class Store {
     this.sendApi = new SendApiTable(engine, sealer);
     this.events = new EventsTable(engine, sealer, rules);
     this.webhooks = new WebhooksTable(engine, sealer);
-    this.queue = new QueueTable(engine, sealer, this.events);
+    this.suppressions = new SuppressionsTable(engine, sealer);
+    this.queue = new QueueTable(engine, sealer, this.events, this.suppressions);
+    this.messages = new MessageReadModel(engine, sealer);
+    this.sealedColumns = new SealedColumns(engine, sealer);
   }
 
   /** Opens the embedded database in the data dir, applies migrations and loads the lookup key. */
   static async open(options: StoreOptions): Promise<Store> {
-    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    const engine = new SqliteEngine(join(options.dataDir, 'lacre.db'));
-    return Store.openWith(engine, options.sealer, options.events);
+    return Store.openWith(openEngine(options.dataDir), options.sealer, options.events);
   }
 
   static async openWith(engine: SqlEngine, sealer: Sealer, rules: EventRules): Promise<Store> {
-    try {
-      await migrate(engine);
-      const store = new Store(engine, sealer, rules);
-      sealer.setLookupKey(await store.#lookupKey());
-      return store;
-    } catch (err) {
-      await engine.close();
-      throw err;
-    }
+    await prepareDatabase(engine, sealer);
+    return new Store(engine, sealer, rules);
   }
 
   async close(): Promise<void> {
     await this.engine.close();
-  }
-
-  async #lookupKey(): Promise<Buffer> {
-    const context = ctx('settings', 'value_sealed');
-    return this.engine.transaction(async (tx) => {
-      const row = await tx.get<{ value_sealed: Uint8Array }>('SELECT value_sealed FROM settings WHERE name = ?', ['lookup_key']);
-      if (row) return this.sealer.open(row.value_sealed, context);
-      const key = randomBytes(32);
-      await tx.run('INSERT INTO settings (name, value_sealed) VALUES (?, ?)', ['lookup_key', this.sealer.seal(key, context)]);
-      return key;
-    });
   }
 
   // ---- queue (SQL in ./queue-table.ts) ----------------------------------------------------
@@ -147,31 +102,37 @@ export class Store {
     return this.queue.completeAttempts(items);
   }
 
-  async addSuppression(entry: { address: string; reason: string; messageId: string | null; at: number }): Promise<void> {
-    await this.engine.transaction((tx) => this.queue.suppressIn(tx, entry));
+  /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */
+  releaseLease(recipientId: string, attemptId: string, now: number): Promise<boolean> {
+    return this.queue.releaseLease(recipientId, attemptId, now);
+  }
+
+  messageContent(messageId: string): Promise<Buffer | null> {
+    return this.queue.messageContent(messageId);
+  }
+
+  /** When the next recipient becomes due (for an idle worker's sleep), or null if none waits. */
+  nextDueAt(): Promise<number | null> {
+    return this.queue.nextDueAt();
+  }
+
+  nextDueAfter(now: number): Promise<number | null> {
+    return this.queue.nextDueAfter(now);
+  }
+
+  // ---- suppressions (./suppressions-table.ts) ------------------------------------------------
+
+  addSuppression(entry: SuppressionEntry): Promise<void> {
+    return this.suppressions.add(entry);
   }
 
   /** The suppression entries among these addresses, keyed by the address as given. */
-  async findSuppressed(addresses: string[]): Promise<Map<string, { reason: string; since: string }>> {
-    const found = new Map<string, { reason: string; since: string }>();
-    for (const address of addresses) {
-      const row = await this.engine.get<{ reason_sealed: Uint8Array; created_at: number }>(
-        'SELECT reason_sealed, created_at FROM suppressions WHERE address_hash = ?',
-        [this.sealer.addressHash(address)],
-      );
-      if (row) {
-        found.set(address, {
-          reason: this.sealer.openString(row.reason_sealed, ctx('suppressions', 'reason_sealed')),
-          since: new Date(Number(row.created_at)).toISOString(),
-        });
-      }
-    }
-    return found;
+  findSuppressed(addresses: string[]): Promise<Map<string, { reason: string; since: string }>> {
+    return this.suppressions.find(addresses);
   }
 
-  async removeSuppression(address: string): Promise<boolean> {
-    const { changes } = await this.engine.run('DELETE FROM suppressions WHERE address_hash = ?', [this.sealer.addressHash(address)]);
-    return changes > 0;
+  removeSuppression(address: string): Promise<boolean> {
+    return this.suppressions.remove(address);
   }
 
   /**
@@ -193,168 +154,31 @@ export class Store {
         ],
       );
       if (bounced.length === 0) return false;
-      if (bounce.suppress) await this.queue.suppressIn(tx, { address: bounce.address, reason: bounce.reason, messageId: bounce.messageId, at: bounce.at });
+      if (bounce.suppress) await this.suppressions.addIn(tx, { address: bounce.address, reason: bounce.reason, messageId: bounce.messageId, at: bounce.at });
       for (const { id } of bounced) await this.events.recordRemoteBounce(tx, bounce, id);
       return true;
     });
   }
 
-  /** Gives a lease back unused (graceful shutdown): the recipient is due again at once. */
-  releaseLease(recipientId: string, attemptId: string, now: number): Promise<boolean> {
-    return this.queue.releaseLease(recipientId, attemptId, now);
+  // ---- read model (./message-read-model.ts) ------------------------------------------------
+
+  countByState(): Promise<Record<RecipientState, number>> {
+    return this.messages.countByState();
   }
 
-  messageContent(messageId: string): Promise<Buffer | null> {
-    return this.queue.messageContent(messageId);
+  getMessage(id: string): Promise<MessageView | null> {
+    return this.messages.getMessage(id);
   }
 
-  async countByState(): Promise<Record<RecipientState, number>> {
-    const counts: Record<RecipientState, number> = { queued: 0, deferred: 0, delivered: 0, bounced: 0, expired: 0, failed: 0 };
-    const rows = await this.engine.all<{ state: RecipientState; n: number }>(
-      'SELECT state, COUNT(*) AS n FROM recipients GROUP BY state',
-    );
-    for (const row of rows) counts[row.state] = Number(row.n);
-    return counts;
-  }
-
-  /** When the next recipient becomes due (for an idle worker's sleep), or null if none waits. */
-  nextDueAt(): Promise<number | null> {
-    return this.queue.nextDueAt();
-  }
-
-  nextDueAfter(now: number): Promise<number | null> {
-    return this.queue.nextDueAfter(now);
-  }
-
-  async getMessage(id: string): Promise<MessageView | null> {
-    const s = this.sealer;
-    const message = await this.engine.get<MessageRow>('SELECT * FROM messages WHERE id = ?', [id]);
-    if (!message) return null;
-    const recipients = await this.engine.all<RecipientRow>(
-      'SELECT * FROM recipients WHERE message_id = ? ORDER BY position',
-      [id],
-    );
-    const attempts = await this.engine.all<AttemptRow>(
-      'SELECT * FROM attempts WHERE message_id = ? ORDER BY started_at, id',
-      [id],
-    );
-    const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
-    const attemptView = (a: AttemptRow): AttemptView => ({
-      id: a.id,
-      worker: a.worker,
-      startedAt: iso(a.started_at)!,
-      endedAt: iso(a.ended_at),
-      outcome: a.outcome,
-      replyCode: a.reply_code === null ? null : Number(a.reply_code),
-      enhancedCode: a.enhanced_code,
-      detail: a.detail_sealed ? readAttemptDetail(s.openString(a.detail_sealed, ctx('attempts', 'detail_sealed')), a.id) : null,
-    });
-    const recipientViews: RecipientView[] = recipients.map((r) => ({
-      id: r.id,
-      address: s.openString(r.address_sealed, ctx('recipients', 'address_sealed')),
-      state: r.state,
-      attemptCount: Number(r.attempt_count),
-      nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? iso(r.next_attempt_at) : null,
-      reason: r.reason_sealed ? s.openString(r.reason_sealed, ctx('recipients', 'reason_sealed')) : null,
-      updatedAt: iso(r.updated_at)!,
-      finalizedAt: iso(r.finalized_at),
-      attempts: attempts.filter((a) => a.recipient_id === r.id).map(attemptView),
-    }));
-    return {
-      id: message.id,
-      createdAt: iso(message.created_at)!,
-      expiresAt: iso(message.expires_at)!,
-      source: message.source,
-      sender: message.sender_sealed ? s.openString(message.sender_sealed, ctx('messages', 'sender_sealed')) : null,
-      size: Number(message.content_size),
-      requireTls: Number(message.require_tls) === 1,
-      metadata: readMessageMetadata(s.openString(message.metadata_sealed, ctx('messages', 'metadata_sealed')), message.id),
-      recipients: recipientViews,
-    };
-  }
-
-  // ---- sealing maintenance -----------------------------------------------------------------
+  // ---- sealing maintenance (./sealed-columns.ts) ------------------------------------------
 
   /** How many stored values each key id seals. */
-  async sealedValuesByKey(): Promise<Record<string, number>> {
-    const counts: Record<string, number> = {};
-    await this.#eachSealedValue(async (_tx, _col, _key, value) => {
-      const id = Sealer.keyIdOf(value);
-      counts[id] = (counts[id] ?? 0) + 1;
-    });
-    return counts;
+  sealedValuesByKey(): Promise<Record<string, number>> {
+    return this.sealedColumns.valuesByKey();
   }
 
-  /**
-   * Re-seals every value not sealed under the current key, in small transactions so a running
-   * server is never blocked for long; safe to interrupt and run again.
-   */
-  async resealAll(): Promise<number> {
-    let resealed = 0;
-    await this.#eachSealedValue(async (tx, col, key, value) => {
-      const next = this.sealer.reseal(value, ctx(col.table, col.column));
-      if (!next) return;
-      await tx.run(`UPDATE ${col.table} SET ${col.column} = ? WHERE ${col.key} = ?`, [next, key]);
-      resealed++;
-    });
-    return resealed;
+  /** Re-seals every value not sealed under the current key (see SealedColumns.resealAll). */
+  resealAll(): Promise<number> {
+    return this.sealedColumns.resealAll();
   }
-
-  async #eachSealedValue(
-    visit: (tx: SqlExecutor, col: (typeof SEALED_COLUMNS)[number], key: string, value: Uint8Array) => Promise<void>,
-  ): Promise<void> {
-    const batch = 200;
-    for (const col of SEALED_COLUMNS) {
-      let after = '';
-      for (;;) {
-        const rows = await this.engine.transaction(async (tx) => {
-          const page = await tx.all<{ k: string; v: Uint8Array }>(
-            `SELECT ${col.key} AS k, ${col.column} AS v FROM ${col.table}
-              WHERE ${col.key} > ? AND ${col.column} IS NOT NULL ORDER BY ${col.key} LIMIT ?`,
-            [after, batch],
-          );
-          for (const row of page) await visit(tx, col, row.k, row.v);
-          return page;
-        });
-        if (rows.length < batch) break;
-        after = rows[rows.length - 1].k;
-      }
-    }
-  }
-}
-
-
-
-interface MessageRow {
-  id: string;
-  created_at: number;
-  expires_at: number;
-  source: string;
-  sender_sealed: Uint8Array | null;
-  metadata_sealed: Uint8Array;
-  content_size: number;
-  require_tls: number;
-}
-
-interface RecipientRow {
-  id: string;
-  address_sealed: Uint8Array;
-  state: RecipientState;
-  attempt_count: number;
-  next_attempt_at: number;
-  reason_sealed: Uint8Array | null;
-  updated_at: number;
-  finalized_at: number | null;
-}
-
-interface AttemptRow {
-  id: string;
-  recipient_id: string;
-  worker: string;
-  started_at: number;
-  ended_at: number | null;
-  outcome: AttemptView['outcome'];
-  reply_code: number | null;
-  enhanced_code: string | null;
-  detail_sealed: Uint8Array | null;
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openTempData } from '../../test/harness/temp-data.ts';
-import { SEALED_COLUMNS } from './store.ts';
+import { SEALED_COLUMNS } from './sealed-columns.ts';
 import { TlsPoliciesTable } from './tls-policies-table.ts';
 
 test('set creates and replaces, keeping who created the key; get, list and remove see the key it was stored under', async () => {
@@ -70,6 +70,6 @@ test('key rotation covers the note column', () => {
     (SEALED_COLUMNS as readonly { table: string; key: string; column: string }[]).some(
       (c) => c.table === 'tls_policies' && c.key === 'domain' && c.column === 'note_sealed',
     ),
-    'SEALED_COLUMNS in src/store/store.ts lacks { table: "tls_policies", key: "domain", column: "note_sealed" }',
+    'SEALED_COLUMNS in src/store/sealed-columns.ts lacks { table: "tls_policies", key: "domain", column: "note_sealed" }',
   );
 });
