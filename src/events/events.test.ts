@@ -377,7 +377,7 @@ test('a receiver failing three times gets the batch on the fourth try, and the o
       await receiver.waitFor(() => receiver.requests().some((q) => q.status === 200), 15_000, 'a successful POST');
       assert.deepEqual(receiver.requests().map((q) => q.status), [500, 500, 500, 200]);
       // The receiver has answered; the dispatcher records that a moment later.
-      await until('the delivery to be recorded', async () => (await second!.store.webhooks.deliveries(hook.id)).every((d) => d.state === 'delivered'));
+      await waitFor(async () => (await second!.store.webhooks.deliveries(hook.id)).every((d) => d.state === 'delivered'), { what: 'the delivery to be recorded', timeoutMs: 15_000 });
       const secretRow = await second.store.webhooks.claimDue({ owner: 'x', now: Date.now(), leaseMs: 1, maxBatches: 1, batchSize: 1 });
       assert.deepEqual(secretRow, []); // nothing left to send
       const final = await second.store.webhooks.deliveries(hook.id);
