@@ -10,7 +10,6 @@ import { loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../seal
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { eventRules } from '../events/derive.ts';
-import type { AttemptDetail } from '../store/records.ts';
 import { startServer } from '../server/serve.ts';
 import { program, config, withStore, print, CliError, openDataDir, runCommandLine } from './context.ts';
 // Command groups in their own modules (one per noun):
@@ -20,6 +19,9 @@ import { registerKeyCommands } from './commands/keys.ts';
 import { registerPolicyCommands } from './commands/policy.ts';
 import { registerPolicyShow } from './commands/policy-show.ts';
 import { registerTlsRptCommands } from './commands/tlsrpt.ts';
+import { registerMessageCommands } from './commands/messages.ts';
+import { registerSuppressionCommands } from './commands/suppressions.ts';
+import { registerAuditCommands } from './commands/audit.ts';
 
 program
   .command('serve')
@@ -40,27 +42,6 @@ program
     };
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
-  });
-
-const messages = program.command('messages').description('Inspect queued and delivered messages.');
-messages
-  .command('show <id>')
-  .description('Show a message with each recipient\'s state and every delivery attempt.')
-  .option('--json', 'print JSON')
-  .action(async (id: string, opts: { json?: boolean }) => {
-    const view = await withStore((store) => store.getMessage(id), 'existing');
-    if (!view) throw new CliError(`no message with id ${id}`);
-    print(!!opts.json, view, () =>
-      [
-        `message ${view.id}  created ${view.createdAt}  ${view.size} bytes  from ${view.sender ?? '<>'}${view.requireTls ? '  REQUIRETLS' : ''}`,
-        ...view.recipients.flatMap((r) => [
-          `  ${r.address}  ${r.state}  attempts ${r.attemptCount}` +
-            (r.nextAttemptAt ? `  next ${r.nextAttemptAt}` : '') +
-            (r.reason ? `  (${r.reason})` : ''),
-          ...r.attempts.map((a) => `    ${a.startedAt}  ${a.outcome ?? 'in flight'}  ${describeAttempt(a.detail)}`),
-        ]),
-      ].join('\n'),
-    );
   });
 
 program
@@ -163,25 +144,14 @@ const DURATION_SETTINGS = new Set(
   ENV_SETTINGS.map((s) => s.path.join('.')).filter((k) => /(Backoff|Age|lease|Interval|Grace|[tT]imeout|timeouts\.)/.test(k)),
 );
 
-/** One line on how an attempt travelled, like Postfix's `tls=` log field. */
-function describeAttempt(d: AttemptDetail | null): string {
-  if (!d) return '';
-  const parts = [];
-  if (d.mx) parts.push(`${d.mx}[${d.ip}]:${d.port}`);
-  if (d.policy) parts.push(`policy=${d.policy.source}`);
-  if (d.tls) {
-    parts.push(d.tls.tls ? `tls=${d.tls.protocol} ${d.tls.cipher} ${d.tls.verified ? 'verified' : `unverified(${d.tls.verificationError ?? '?'})`}` : 'tls=none');
-    if (d.tls.downgrade) parts.push(`downgrade=${d.tls.downgrade.reason}`);
-  }
-  if (d.reply) parts.push(`reply=${d.reply.code}${d.reply.enhanced ? ` ${d.reply.enhanced}` : ''}`);
-  return parts.join('  ');
-}
-
 // Register command groups here, one line each.
 registerWebhookCommands(program);
 registerDomainCommands(program);
 registerKeyCommands(program);
 registerPolicyShow(registerPolicyCommands(program));
 registerTlsRptCommands(program);
+registerMessageCommands(program);
+registerSuppressionCommands(program);
+registerAuditCommands(program);
 
 await runCommandLine(process.argv);

@@ -2,7 +2,7 @@
 // sealed because it may name people or addresses.
 // May import: ../sealing, ./engine, ./ids.
 import type { Sealer } from '../sealing/sealer.ts';
-import type { SqlEngine } from './engine.ts';
+import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { uuidv7 } from './ids.ts';
 
 export interface AuditEntry {
@@ -37,37 +37,45 @@ export class AuditTable {
   }
 
   async append(entry: AuditEntry): Promise<string> {
+    return this.#engine.transaction((tx) => this.appendIn(tx, entry));
+  }
+
+  /** Appends inside the caller's transaction, so a change and its audit line commit together. */
+  async appendIn(tx: SqlExecutor, entry: AuditEntry): Promise<string> {
     const at = entry.at ?? Date.now();
     const id = uuidv7(at);
-    await this.#engine.transaction((tx) =>
-      tx.run('INSERT INTO audit_log (id, at, actor, action, subject, detail_sealed) VALUES (?, ?, ?, ?, ?, ?)', [
-        id,
-        at,
-        entry.actor,
-        entry.action,
-        entry.subject,
-        entry.detail ? this.#sealer.seal(JSON.stringify(entry.detail), DETAIL) : null,
-      ]),
-    );
+    await tx.run('INSERT INTO audit_log (id, at, actor, action, subject, detail_sealed) VALUES (?, ?, ?, ?, ?, ?)', [
+      id,
+      at,
+      entry.actor,
+      entry.action,
+      entry.subject,
+      entry.detail ? this.#sealer.seal(JSON.stringify(entry.detail), DETAIL) : null,
+    ]);
     return id;
   }
 
-  /** Entries in time order, optionally only those about one subject. */
-  async list(options: { subject?: string; limit?: number } = {}): Promise<AuditRecord[]> {
-    const limit = Math.min(options.limit ?? 100, 1000);
-    const rows = await this.#engine.all<{
-      id: string;
-      at: number;
-      actor: string;
-      action: string;
-      subject: string | null;
-      detail_sealed: Uint8Array | null;
-    }>(
-      options.subject === undefined
-        ? 'SELECT * FROM audit_log ORDER BY id LIMIT ?'
-        : 'SELECT * FROM audit_log WHERE subject = ? ORDER BY id LIMIT ?',
-      options.subject === undefined ? [limit] : [options.subject, limit],
-    );
+  /**
+   * The latest entries (the newest `limit`, 100 by default), shown in time order; optionally only
+   * those about one subject, of one action, or since a time.
+   */
+  async list(options: { subject?: string; action?: string; since?: number; limit?: number } = {}): Promise<AuditRecord[]> {
+    const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
+    const where: string[] = [];
+    const params: Array<string | number> = [];
+    if (options.subject !== undefined) (where.push('subject = ?'), params.push(options.subject));
+    if (options.action !== undefined) (where.push('action = ?'), params.push(options.action));
+    if (options.since !== undefined) (where.push('at >= ?'), params.push(options.since));
+    const rows = (
+      await this.#engine.all<{
+        id: string;
+        at: number;
+        actor: string;
+        action: string;
+        subject: string | null;
+        detail_sealed: Uint8Array | null;
+      }>(`SELECT * FROM audit_log${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, [...params, limit])
+    ).reverse();
     return rows.map((r) => ({
       id: r.id,
       at: new Date(r.at).toISOString(),

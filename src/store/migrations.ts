@@ -364,6 +364,21 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX recipients_lease ON recipients (lease_token) WHERE lease_token IS NOT NULL`,
     ],
   },
+  {
+    version: 13,
+    name: 'operator-lookups',
+    statements: ({ blob }) => [
+      // `messages list --custom-id`: the CustomID is inside the sealed metadata, so a keyed hash
+      // beside it finds a message without opening every row (NULL for messages without one).
+      `ALTER TABLE messages ADD COLUMN custom_id_hash TEXT`,
+      `CREATE INDEX messages_custom_id ON messages (custom_id_hash) WHERE custom_id_hash IS NOT NULL`,
+      `CREATE INDEX messages_created ON messages (created_at)`,
+      // Suppressions were keyed by hash only, so an operator could not see whom they list; the
+      // address is kept sealed beside the hash (NULL for entries made before this migration).
+      `ALTER TABLE suppressions ADD COLUMN address_sealed ${blob}`,
+      `CREATE INDEX suppressions_created ON suppressions (created_at)`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

@@ -73,8 +73,8 @@ export class QueueTable {
   async insertMessageIn(tx: SqlExecutor, message: NewMessage): Promise<void> {
     const s = this.#sealer;
     await tx.run(
-      `INSERT INTO messages (id, created_at, expires_at, source, sender_sealed, metadata_sealed, content_size, require_tls)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO messages (id, created_at, expires_at, source, sender_sealed, metadata_sealed, content_size, require_tls, custom_id_hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       [
         message.id,
         message.createdAt,
@@ -84,6 +84,7 @@ export class QueueTable {
         s.seal(JSON.stringify(message.metadata), ctx('messages', 'metadata_sealed')),
         message.content.length,
         message.requireTls ? 1 : 0,
+        message.metadata.customId ? s.lookupHash('custom-id', message.metadata.customId) : null,
       ],
     );
     await tx.run('INSERT INTO message_contents (message_id, content_sealed) VALUES (?, ?)', [

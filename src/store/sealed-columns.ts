@@ -17,6 +17,7 @@ export const SEALED_COLUMNS = [
   { table: 'recipients', key: 'id', column: 'address_sealed' },
   { table: 'attempts', key: 'id', column: 'detail_sealed' },
   { table: 'suppressions', key: 'address_hash', column: 'reason_sealed' },
+  { table: 'suppressions', key: 'address_hash', column: 'address_sealed' },
   { table: 'domains', key: 'name', column: 'check_sealed' },
   { table: 'dkim_keys', key: 'id', column: 'private_key_sealed' },
   { table: 'audit_log', key: 'id', column: 'detail_sealed' },

@@ -15,6 +15,7 @@ import { openEngine, prepareDatabase } from './open.ts';
 import { SealedColumns, sealedContext as ctx } from './sealed-columns.ts';
 import { MessageReadModel } from './message-read-model.ts';
 import { SuppressionsTable, type SuppressionEntry } from './suppressions-table.ts';
+import { MessageSearchTable } from './message-search.ts';
 import { DomainsTable } from './domains-table.ts';
 import { AuditTable } from './audit-table.ts';
 import { ApiKeysTable } from './api-keys-table.ts';
@@ -41,6 +42,8 @@ export class Store {
   readonly audit: AuditTable;
   readonly apiKeys: ApiKeysTable;
   readonly sendApi: SendApiTable;
+  /** Operators' lookups: any API id to its message, recipient listings, suppressions. */
+  readonly search: MessageSearchTable;
   readonly events: EventsTable;
   readonly webhooks: WebhooksTable;
   readonly suppressions: SuppressionsTable;
@@ -55,6 +58,7 @@ export class Store {
     this.audit = new AuditTable(engine, sealer);
     this.apiKeys = new ApiKeysTable(engine, sealer);
     this.sendApi = new SendApiTable(engine, sealer);
+    this.search = new MessageSearchTable(engine, sealer);
     this.events = new EventsTable(engine, sealer, rules);
     this.webhooks = new WebhooksTable(engine, sealer);
     this.suppressions = new SuppressionsTable(engine, sealer);
