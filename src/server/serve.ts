@@ -49,51 +49,89 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const keyring = loadKeyring(config);
   const sealer = new Sealer(keyring);
   const store = await Store.open({ dataDir: config.dataDir, sealer, events: eventRules });
-  const queue = new Queue(store, scheduleOf(config));
-  // Set once the delivery thread runs; intake that commits before then is found by its first claim.
-  let delivery: DeliveryThread | null = null;
-  const resolver = resolverFrom(config);
-  const policy = policySourcesFrom(config, {
-    store,
-    resolver,
-    ca,
-    logger: logger.child({ component: 'mta-sts' }),
-    onStaticPoliciesChanged: () => delivery?.staticPoliciesChanged(),
-  });
   const keys = new ApiKeys(store);
-  const domains = new SenderDomains({
-    store,
-    resolver,
-    settings: senderSettingsFrom(config),
-    rotationGraceMs: config.senders.dkimRotationGrace,
-  });
-  const composer = new Composer({ queue, domains, tag: (id) => sealer.lookupHash('return-path', id) });
   const state: HttpState = { ready: false };
   const http = buildHttpServer({ logger, state, https: httpsOptions, keys });
-  await registerApiRoutes(http, {
-    domains,
-    composer,
-    store,
-    tlsPolicyTable: policy.tlsPolicyTable,
-    staticPolicies: policy.staticPolicies,
-    webhooks: new Webhooks(store, { lookup: resolverLookup(resolver), allowLoopback: config.webhooks.allowLoopback }),
-    onQueued: () => delivery?.nudge(),
-    version: lacreVersion(),
-  });
-  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  try {
-    await http.listen({ host: config.http.host, port: config.http.port });
-  } catch (err) {
+  // Teardown is fastify's: each part registers an onClose hook as it is wired, and http.close()
+  // runs them in reverse (fastify stops taking HTTP requests first, then the other listeners stop,
+  // then delivery, and the store closes last), every one even when an earlier one threw.
+  http.addHook('onClose', async () => {
+    logger.info({ thread: 'intake', database: store.engine.stats }, 'database statistics');
     await store.close();
-    throw err;
-  }
+  });
+  // Set once the delivery thread runs; intake that commits before then is found by its first claim.
+  let delivery: DeliveryThread | null = null;
+  let stopped: Record<string, unknown> | null = null;
+  let submission: SubmissionListeners;
   let bounces: BounceReceiver | null = null;
-  if (config.bounces.port !== undefined) {
-    try {
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  let stopping: Promise<void> | null = null;
+  const stop = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info({ reason }, 'shutting down');
+      state.ready = false;
+      await http.close();
+      logger.info(stopped ?? {}, 'stopped');
+    })();
+    return stopping;
+  };
+  let queue: Queue;
+  let domains: SenderDomains;
+  let composer: Composer;
+  let policy: ReturnType<typeof policySourcesFrom>;
+  try {
+    queue = new Queue(store, scheduleOf(config));
+    const resolver = resolverFrom(config);
+    policy = policySourcesFrom(config, {
+      store,
+      resolver,
+      ca,
+      logger: logger.child({ component: 'mta-sts' }),
+      onStaticPoliciesChanged: () => delivery?.staticPoliciesChanged(),
+    });
+    domains = new SenderDomains({
+      store,
+      resolver,
+      settings: senderSettingsFrom(config),
+      rotationGraceMs: config.senders.dkimRotationGrace,
+    });
+    composer = new Composer({ queue, domains, tag: (id) => sealer.lookupHash('return-path', id) });
+    await registerApiRoutes(http, {
+      domains,
+      composer,
+      store,
+      tlsPolicyTable: policy.tlsPolicyTable,
+      staticPolicies: policy.staticPolicies,
+      webhooks: new Webhooks(store, { lookup: resolverLookup(resolver), allowLoopback: config.webhooks.allowLoopback }),
+      onQueued: () => delivery?.nudge(),
+      version: lacreVersion(),
+    });
+    // Delivery is wired before the listeners so that it stops after them: in-flight deliveries
+    // finish or give their leases back once nothing new can arrive, and before the store closes.
+    const thread = await startDeliveryThread({
+      config,
+      ca,
+      workerId,
+      logger,
+      onDeath: (err) => {
+        // Accepting mail that nothing delivers would be worse than stopping: a supervisor restarts us.
+        logger.fatal({ err: { message: err.message } }, 'the delivery thread died; stopping');
+        process.exitCode = 1;
+        void stop('delivery thread died').finally(() => process.exit(1));
+      },
+    });
+    delivery = thread;
+    http.addHook('onClose', async () => {
+      stopped = await thread.stop(config.queue.shutdownGrace).catch((err: Error) => {
+        logger.error({ err: { message: err.message } }, 'the delivery thread did not stop cleanly; its leases will expire');
+        return null;
+      });
+    });
+    if (config.bounces.port !== undefined) {
       // STARTTLS for the bounces too: they quote the original headers. A self-signed certificate
       // is enough here: senders to an MX encrypt opportunistically and do not verify (RFC 7435).
       const cert = await loadListenerCertificate({ dataDir: config.dataDir, hostname: config.hostname, name: 'bounces' });
-      bounces = await startBounceReceiver({
+      const receiver = await startBounceReceiver({
         tls: { cert: cert.cert, key: cert.key },
         host: config.bounces.host,
         port: config.bounces.port,
@@ -103,15 +141,10 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
         tag: (id) => sealer.lookupHash('return-path', id),
         logger: logger.child({ component: 'bounces' }),
       });
-    } catch (err) {
-      await http.close();
-      await store.close();
-      throw err;
+      bounces = receiver;
+      http.addHook('onClose', async () => receiver.close());
     }
-  }
-  let submission: SubmissionListeners;
-  try {
-    submission = await startSubmission({
+    const listeners = await startSubmission({
       config: { ...config.submission, hostname: config.hostname, dataDir: config.dataDir },
       keys,
       composer,
@@ -121,44 +154,32 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       onQueued: () => delivery?.nudge(),
       closeGraceMs: config.queue.shutdownGrace,
     });
-  } catch (err) {
-    await bounces?.close();
-    await http.close();
-    await store.close();
-    throw err;
-  }
-  try {
-    delivery = await startDeliveryThread({
-      config,
-      ca,
-      workerId,
-      logger,
-      onDeath: (err) => {
-        // Accepting mail that nothing delivers would be worse than stopping: a supervisor restarts us.
-        logger.fatal({ err: { message: err.message } }, 'the delivery thread died; stopping');
-        process.exitCode = 1;
-        void running.stop('delivery thread died').finally(() => process.exit(1));
-      },
+    submission = listeners;
+    http.addHook('onClose', async () => listeners.close(config.queue.shutdownGrace));
+    // DNS changes by domain owners are picked up without anyone running `domains verify` again.
+    const recheck = setInterval(() => {
+      domains.recheckWaiting().catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'domain recheck failed'));
+    }, config.senders.recheckInterval);
+    recheck.unref();
+    // RFC 8461 §5.1: refresh cached MTA-STS policies before they expire, so a policy host that is down
+    // on the day a policy would lapse does not drop the domain back to opportunistic TLS.
+    const stsRefresh = setInterval(() => {
+      policy.mtaSts
+        .refreshExpiring(Math.max(config.tls.mtaSts.refreshInterval * 2, 86_400_000))
+        .catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'MTA-STS refresh failed'));
+    }, config.tls.mtaSts.refreshInterval);
+    stsRefresh.unref();
+    http.addHook('onClose', async () => {
+      clearInterval(recheck);
+      clearInterval(stsRefresh);
     });
+    // Last: the HTTP API answers once everything behind it runs.
+    await http.listen({ host: config.http.host, port: config.http.port });
   } catch (err) {
-    await Promise.all([http.close(), submission.close(0)]);
-    await bounces?.close();
-    await store.close();
+    // Whatever was wired is taken down by its hook; the start-up error is the one to report.
+    await http.close().catch((closeErr: Error) => logger.error({ err: { message: closeErr.message } }, 'teardown after a failed start failed'));
     throw err;
   }
-  // DNS changes by domain owners are picked up without anyone running `domains verify` again.
-  const recheck = setInterval(() => {
-    domains.recheckWaiting().catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'domain recheck failed'));
-  }, config.senders.recheckInterval);
-  recheck.unref();
-  // RFC 8461 §5.1: refresh cached MTA-STS policies before they expire, so a policy host that is down
-  // on the day a policy would lapse does not drop the domain back to opportunistic TLS.
-  const stsRefresh = setInterval(() => {
-    policy.mtaSts
-      .refreshExpiring(Math.max(config.tls.mtaSts.refreshInterval * 2, 86_400_000))
-      .catch((err) => logger.warn({ err: { message: (err as Error).message } }, 'MTA-STS refresh failed'));
-  }, config.tls.mtaSts.refreshInterval);
-  stsRefresh.unref();
   state.ready = true;
   const address = http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;
@@ -182,33 +203,6 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
     'lacre is serving',
   );
 
-  let stopping: Promise<void> | null = null;
-  const running: RunningServer = {
-    httpUrl,
-    queue,
-    store,
-    domains,
-    composer,
-    stop(reason: string) {
-      stopping ??= (async () => {
-        logger.info({ reason }, 'shutting down');
-        state.ready = false;
-        clearInterval(recheck);
-        clearInterval(stsRefresh);
-        // Stop taking work first, then let in-flight deliveries finish or give their leases back,
-        // and only then close the database they write to.
-        await Promise.all([http.close(), submission.close(config.queue.shutdownGrace)]);
-        await bounces?.close();
-        const result = await delivery!.stop(config.queue.shutdownGrace).catch((err: Error) => {
-          logger.error({ err: { message: err.message } }, 'the delivery thread did not stop cleanly; its leases will expire');
-          return null;
-        });
-        logger.info({ thread: 'intake', database: store.engine.stats }, 'database statistics');
-        await store.close();
-        logger.info(result ?? {}, 'stopped');
-      })();
-      return stopping;
-    },
-  };
-  return running;
+  return { httpUrl, queue, store, domains, composer, stop };
 }
+
