@@ -2,7 +2,6 @@
 // authenticating an (API key, secret key) pair. Owns the key formats and the verification cache.
 // Secrets are returned once by create() and otherwise never leave this module: not stored (only a
 // scrypt hash), not logged, not put in audit entries.
-// May import: ../store, ../sealing, node built-ins.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Store } from '../store/store.ts';
 import { TOUCH_INTERVAL_MS, type ApiKeyRecord } from '../store/api-keys-table.ts';

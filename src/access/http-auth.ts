@@ -1,7 +1,6 @@
 // HTTP Basic authentication with API keys (user name: API key, password: secret key), like
 // Mailjet's API, and the scope rule. Decides only: the HTTP answers (401 with a challenge, 403)
 // belong to the server's one guard (server/http-errors.ts), which calls these for every route.
-// May import: ./api-keys, ./scopes, node built-ins.
 import type { ApiKeys, AuthenticatedKey } from './api-keys.ts';
 import type { Scope } from './scopes.ts';
 

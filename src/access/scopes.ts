@@ -1,6 +1,5 @@
 // API key scopes: what a key may do. Exactly what was granted, no scope implies another (an
 // `admin` key cannot send unless it was also given `send`). Pure.
-// May import: nothing.
 
 /**
  * `send`: submit mail. `read`: messages and events. `admin`: keys, domains, policies.

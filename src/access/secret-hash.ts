@@ -2,7 +2,6 @@
 // `scrypt$N$r$p$<salt base64>$<hash base64>`: the parameters travel with each hash, so they can be
 // raised later and old hashes still verify. Always the async crypto.scrypt (libuv thread pool),
 // never scryptSync: this runs on request paths and must not block the event loop.
-// May import: node built-ins.
 //
 // Parameters: N=2^15, r=8, p=1 uses 128·N·r = 32 MiB and takes ~50-100 ms on one server core.
 // The secrets are 128 random bits, so no dictionary can guess them and the slow hash is defence in

@@ -1,7 +1,6 @@
 // Turns a recipient's final failure into a DSN for the message's sender, built here and committed
 // by the queue together with the verdict. Never a bounce to a bounce: a message with the null
 // sender gets none (RFC 5321 §4.5.5), and the DSN itself goes out with the null sender.
-// May import: ./dsn, ../queue (to build the record to commit).
 import { buildDsn } from './dsn.ts';
 import { SubmissionError, type Queue } from '../queue/queue.ts';
 import type { DeliveryBatch, FinalFailureHandler, RecipientVerdict } from '../queue/runner.ts';

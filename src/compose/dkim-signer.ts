@@ -11,7 +11,6 @@
 // The signatures are made with the callback form of crypto.sign, which runs in libuv's thread
 // pool: an RSA-2048 signature costs about half a millisecond of CPU, which would otherwise stall
 // the event loop (and every other client) once per message.
-// May import: node built-ins only (pure: bytes in, bytes out).
 import { createHash, createPrivateKey, KeyObject, sign } from 'node:crypto';
 
 /** A signing key: its PEM, or a KeyObject parsed from it once by a caller that signs often. */

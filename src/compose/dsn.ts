@@ -1,7 +1,6 @@
 // Delivery status notifications (RFC 3464): the bounce message sent to the envelope sender when a
 // recipient bounced or expired. Built by hand rather than with nodemailer's MailComposer, whose
 // root part cannot be multipart/report; the format is small and fixed.
-// May import: node built-ins only (pure: bytes in, bytes out).
 import { randomBytes } from 'node:crypto';
 
 export interface FailedRecipient {

@@ -1,7 +1,6 @@
 // Reading and editing the header block of an RFC 5322 message without touching its body bytes.
 // Header text is handled as latin1 so every byte survives the round trip (UTF-8 headers under
 // SMTPUTF8 included); values are decoded as UTF-8 only for reading addresses.
-// May import: node built-ins.
 
 export interface HeaderField {
   /** As written (case preserved). */

@@ -4,7 +4,6 @@
 // removes what must not travel (Bcc, Return-Path), DKIM-signs once with every active key of the
 // domain, sets the return path under the domain (SPF alignment, bounces come back to Lacre) and
 // only then hands the message to the queue. Retries send these same signed bytes.
-// May import: ../queue, ../domains (sender checks and keys), ../store/ids, ./dkim-signer.
 import addressparser from 'nodemailer/lib/addressparser';
 import type { Queue, Submission, Accepted } from '../queue/queue.ts';
 import { uuidv7 } from '../store/ids.ts';

@@ -1,7 +1,6 @@
 // The envelope sender Lacre puts on outgoing mail: `<local>+<message id>.<tag>@<return-path domain>`
 // (VERP-style). The tag is a keyed hash of the message id, so a bounce can be traced to its
 // message and a forged bounce to a made-up id is recognised and dropped.
-// May import: node built-ins.
 
 export interface ReturnPathParts {
   localPart: string;

@@ -1,6 +1,5 @@
 // The one validated configuration object. Everything configurable is declared here with its
-// default; loading (defaults → file → LACRE_* env) lives in load.ts. May import: pure parsers of
-// the stages whose syntax it validates (tls-policy levels, delivery routes, dns servers).
+// default; loading (defaults → file → LACRE_* env) lives in load.ts.
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';

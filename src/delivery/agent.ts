@@ -5,7 +5,6 @@
 // into a per-recipient verdict with a record of exactly how the attempt travelled.
 // What a failure means (fresh connection, next address, next MX, defer, bounce, unknown outcome) is
 // decided by ./trouble.ts, never here.
-// May import: ./destination, ./smtp-session, ./trouble, ./replies, ./limiter, ../tls-policy, ../policy-lookup, ../dns, ../queue (types), ../log (types).
 import type { Logger } from '../log/logger.ts';
 import type { DeliveryAgent, DeliveryBatch, RecipientVerdict } from '../queue/runner.ts';
 

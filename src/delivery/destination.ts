@@ -1,7 +1,6 @@
 // Where mail for a domain goes: static routes (LACRE_ROUTES), MX selection and ordering, null MX,
 // implicit MX, and the address list of every next hop (RFC 5321 §5.1, RFC 7505). DNS failures
 // become a verdict (temporary or permanent) here so the SMTP client never sees a DnsError.
-// May import src/dns/ and node built-ins; the SMTP client and TLS policy consume its result.
 import * as net from 'node:net';
 import { DnsError, normalizeName, parseHostPort, type DnsResult, type MxRecord, type Resolver } from '../dns/resolver.ts';
 import { domainOrUndefined } from '../mail/domain.ts';

@@ -2,7 +2,7 @@
 // destination lookup, evidence and engine the agent uses for a delivery, laid out with the
 // evidence (MX records and their DNSSEC status, TLSA records, MTA-STS TXT and policy, static
 // entry) so an operator can see why mail to a domain would travel the way it does.
-// Behind `lacre policy show`. May import: ./destination, ../tls-policy, ../policy-lookup (types), ../dns.
+// Behind `lacre policy show`.
 import type { Resolver } from '../dns/resolver.ts';
 import { planHop, type DomainEvidence, type HopPlan } from '../tls-policy/engine.ts';
 import { formatTlsa } from '../tls-policy/dane.ts';

@@ -1,5 +1,5 @@
 // Counting semaphores keyed by destination, so one slow or huge destination cannot take every
-// delivery slot and starve the others. May import: nothing.
+// delivery slot and starve the others.
 
 export class KeyedLimiter {
   #limit: number;

@@ -1,7 +1,7 @@
 // Idle SMTP sessions kept open for reuse, so many messages to one destination share one TCP
 // connection and one TLS handshake (RSET between transactions). Sessions are keyed by next hop,
 // address, port and TLS level: a session opened under a weaker policy is never reused for a
-// stronger one. May import: ./smtp-session (types).
+// stronger one.
 import type { SmtpSession } from './smtp-session.ts';
 
 interface Idle {

@@ -3,8 +3,6 @@
 // certificate facts, the envelope (with PIPELINING), DATA, RSET, QUIT, per-stage timeouts, and the
 // record of how the connection travelled. What a fact *means* under a level is decided by
 // ../tls-policy/levels.ts (judgeTls), never here.
-// May import: node:net, node:tls, node:crypto, ../tls-policy/ (levels.ts, dane.ts, evidence types),
-// ../net/trust.ts (the trust store). Nothing else in Lacre.
 //
 // Why a small client of our own instead of wrapping nodemailer's SMTPConnection (10.6, read in
 // node_modules/nodemailer/dist/esm/smtp-connection/index.js):

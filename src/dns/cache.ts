@@ -4,7 +4,6 @@
 // lookup (SERVFAIL, timeout, refused) is not an answer and is never kept: the next caller asks
 // again, so a passing outage or an attacker's dropped packets cannot pin "no record" in place.
 // Concurrent lookups of one name share one query (and so, while it runs, its failure).
-// May import: ./resolver.
 import { DnsError, normalizeName, type DnsResult, type Resolver } from './resolver.ts';
 import type { TlsaRecord } from '../mail/tlsa.ts';
 

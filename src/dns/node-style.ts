@@ -2,7 +2,6 @@
 // mailauth's SPF, DKIM and DMARC code expects. Every lookup still goes to the configured servers
 // (LACRE_DNS_SERVERS), never to the system's. Errors carry the codes Node's resolver uses
 // (ENOTFOUND for NXDOMAIN, ENODATA for an empty answer), which mailauth maps to SPF/DKIM results.
-// May import: ./resolver.
 import { DnsError, type Resolver } from './resolver.ts';
 
 export type NodeStyleResolve = (name: string, rrtype?: string) => Promise<unknown[]>;

@@ -1,7 +1,6 @@
 // Lacre's DNS stub resolver: owns the wire exchange with the configured recursive resolvers
 // (LACRE_DNS_SERVERS) over UDP with TCP fallback, and the reading of their answers. It exists because
 // Node's `dns` module neither sends EDNS nor shows the AD bit, and DANE (RFC 7672) needs both.
-// May import node built-ins and dns-packet only; everything that needs DNS imports this.
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { randomInt } from 'node:crypto';

@@ -1,6 +1,6 @@
 // DKIM key material for sender domains: owns key pair generation and the DKIM key record (the TXT
 // value at <selector>._domainkey.<domain>, RFC 6376 §3.6.1, RFC 8463 for Ed25519), both writing it
-// and reading one back from DNS. May import: node built-ins only (types from the store excepted).
+// and reading one back from DNS.
 import { generateKeyPairSync } from 'node:crypto';
 import type { DkimAlgorithm } from '../store/domains-table.ts';
 

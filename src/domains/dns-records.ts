@@ -1,6 +1,5 @@
 // What a sender domain must publish in DNS, as pure functions of the domain, its DKIM keys and the
 // operator's settings. `lacre domains add|show` print these; verification.ts checks them.
-// May import: node built-ins, ./dkim-keys, store record types.
 import type { DkimKeyRecord } from '../store/domains-table.ts';
 import { dkimRecordValue } from './dkim-keys.ts';
 

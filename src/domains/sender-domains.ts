@@ -1,7 +1,6 @@
 // Sender domains: the only domains Lacre sends as. Registers a domain and generates its DKIM keys,
 // checks its DNS through the configured resolvers, rotates keys, and answers "may this address
 // send, and with which keys?" for compose. The CLI and the HTTP API call this same service.
-// May import: ../store, ../dns, ./dns-records, ./verification, ./dkim-keys.
 import { createRequire } from 'node:module';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Store } from '../store/store.ts';

@@ -1,7 +1,6 @@
 // Judges what a sender domain's DNS says against what it should publish. Pure: the lookups are
 // done elsewhere (sender-domains.ts) and passed in, so every kind of wrong record is testable
 // without a network.
-// May import: ./dns-records, ./dkim-keys, store record types.
 import type { DkimKeyRecord } from '../store/domains-table.ts';
 import { parseDkimRecord } from './dkim-keys.ts';
 import { recordsToPublish, spfTerms, type PublishedRecord, type SenderSettings } from './dns-records.ts';

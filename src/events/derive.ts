@@ -4,7 +4,6 @@
 // each become the events to record, with the facts they carry (Mailjet's event vocabulary, see
 // docs/events.md). Pure: the store reads the inputs and inserts what these return, in the
 // transaction of the change that caused them.
-// May import: ../store (types).
 import type { AttemptDetail, AttemptResult, AttemptTls, MessageMetadata, NewMessage } from '../store/records.ts';
 import type {
   EventFacts,

@@ -7,7 +7,6 @@
 // and recorded as failed. Deliveries are at least once and unordered: receivers deduplicate on
 // `event_id`. Every delivery re-vets the URL and connects only to the address it vetted (see
 // url-guard.ts), with TLS 1.2 at least, verified against the system CAs plus tls.caFile.
-// May import: ../store, ../log and ../config (types), ../lease, ../net (pinned HTTPS client), ./format, ./signature, ./url-guard, node built-ins.
 import { pinnedRequest } from '../net/https-client.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Config } from '../config/schema.ts';

@@ -3,7 +3,7 @@
 // smtp_reply, blocked, hard_bounce, error_related_to, error, comment), so receivers written for
 // Mailjet's event API read it, plus what Lacre adds: event_id (to deduplicate: webhooks deliver at
 // least once), message_uuid, the MX host and address, and a `tls` object saying how the message
-// travelled. Pure. May import: ../store (types).
+// travelled. Pure.
 import type { EventFacts, EventRecord, EventType } from '../store/events-table.ts';
 
 export interface EventTlsJson {

@@ -7,7 +7,7 @@
 // Loopback is the one exception, allowed by default (tests and receivers on the same machine) and
 // switched off with webhooks.allowLoopback=false. The check runs when a webhook is registered and
 // again before every delivery, whose connection then goes to the vetted address only (DNS
-// rebinding cannot swap it afterwards). May import: ../dns (the resolver), node built-ins.
+// rebinding cannot swap it afterwards).
 import { isIP } from 'node:net';
 import type { Resolver } from '../dns/resolver.ts';
 

@@ -1,6 +1,6 @@
 // Registering webhooks: per API key, a URL (vetted against SSRF, see url-guard.ts), the event
 // types it wants and a signing secret made here and shown once. Used by the CLI and the HTTP API;
-// each change is audited. May import: ../store, ./url-guard, ./signature, node built-ins.
+// each change is audited.
 import type { Store } from '../store/store.ts';
 import { EVENT_TYPES, isEventType, type EventType } from '../store/events-table.ts';
 import type { WebhookRecord } from '../store/webhooks-table.ts';

@@ -4,7 +4,6 @@
 // from delivered to bounced with a `bounce` event (and its webhooks), and hard bounces are
 // suppressed so Lacre stops mailing dead addresses.
 // No AUTH, no relaying: this listener accepts mail for Lacre itself and nothing else.
-// May import: ../store, ../compose/return-path, ../delivery/replies (reply meaning), ./dsn-report.
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import type { Store } from '../store/store.ts';

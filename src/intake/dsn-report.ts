@@ -1,6 +1,5 @@
 // Reads the machine-readable part of a bounce: the message/delivery-status part of a
 // multipart/report (RFC 3464 §2, RFC 6522). Pure; the bounce receiver acts on what it returns.
-// May import: node built-ins.
 
 export interface DsnRecipient {
   /** The address from Final-Recipient (`rfc822;` type only). */

@@ -3,7 +3,6 @@
 // while nothing is sent twice. Keys belong to the API key that used them and live 24 hours. The
 // first request claims its key in a transaction before doing anything, so of two concurrent
 // duplicates only one ever runs; a key reused with another body is refused (422).
-// May import: node built-ins, ../store (types).
 import { createHash } from 'node:crypto';
 import type { Store } from '../store/store.ts';
 

@@ -1,6 +1,5 @@
 // The OpenAPI 3.1 description served at GET /openapi.json, generated from the same zod schemas that
 // validate send requests (z.toJSONSchema), so the document cannot drift from what is enforced.
-// May import: zod, ./mailjet-schema, ./http-idempotency.
 import { z } from 'zod';
 import { LIMITS, openApiSchemas } from './mailjet-schema.ts';
 import { IDEMPOTENCY_TTL_MS } from './http-idempotency.ts';

@@ -3,7 +3,6 @@
 // on first start into the data dir (key mode 0600) and reused afterwards, so clients that pinned
 // its fingerprint keep working across restarts. The SHA-256 fingerprint is what operators hand to
 // clients that cannot verify a self-signed certificate any other way.
-// May import: ../config/load (ConfigError), node built-ins, @peculiar/x509.
 import { X509Certificate, randomBytes } from 'node:crypto';
 import type { webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';

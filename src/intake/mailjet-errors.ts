@@ -2,7 +2,7 @@
 // (send-00xx for sending rules, mj-00xx for payload validation), the error object shape
 // ({ErrorIdentifier, ErrorCode, StatusCode, ErrorMessage, ErrorRelatedTo}), the forbidden header
 // list, and the translation of zod issues into those errors, so clients written for Mailjet read
-// Lacre's refusals unchanged. May import: node built-ins, zod (types).
+// Lacre's refusals unchanged.
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 

@@ -3,7 +3,6 @@
 // for attachments. Only in-memory content is handed to the composer (file and URL access are
 // switched off), Bcc never enters the bytes, and Date and Message-ID are left to compose, which
 // adds them under the sending domain and its own clock before signing.
-// May import: nodemailer, ../compose/message-headers, ./mailjet-schema (types).
 import MailComposer from 'nodemailer/lib/mail-composer';
 import { parseMessage, serializeMessage } from '../compose/message-headers.ts';
 import type { Address, ValidMessage } from './mailjet-schema.ts';

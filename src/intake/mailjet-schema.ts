@@ -3,7 +3,6 @@
 // and error codes follow Mailjet's "Send API v3.1" guide (its error table gives the codes used in
 // `params.mailjet`); where Lacre refuses something Mailjet would do (stored templates, tracking,
 // SMTPUTF8 addresses) the error says so. Lacre adds one property: RequireTLS (RFC 8689).
-// May import: zod, ./mailjet-errors (codes), ./mailjet-template (checks).
 import { z } from 'zod';
 import { FORBIDDEN_HEADERS, type MailjetCode } from './mailjet-errors.ts';
 

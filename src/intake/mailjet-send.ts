@@ -3,8 +3,6 @@
 // does not sink the others) and is all-or-nothing: validated, templated, built into MIME and then
 // handed to compose, which checks the sender, signs and queues it durably before it counts as
 // sent. Property names match case-insensitively, as Mailjet's JSON decoding does.
-// May import: ../compose (Composer and its errors), ../queue (errors), ../store (types),
-// ../sealing (address normalisation), ../log (types), ./mailjet-*.
 import type { Composer } from '../compose/outgoing.ts';
 import { MessageRejected, SenderRefused } from '../compose/outgoing.ts';
 import { SubmissionError } from '../queue/queue.ts';

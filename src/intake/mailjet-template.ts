@@ -4,7 +4,6 @@
 // `{{ }}` or `{% %}` (contact data, conditions, loops) is refused rather than sent literally, and
 // a variable with neither a value nor a default fails the message at once: Mailjet would fail it
 // while rendering, later. Values are inserted as given (no HTML escaping), as Mailjet does.
-// May import: nothing of Lacre's.
 
 /** `code`: mj-0003 for a variable with no value, mj-0004 for a value of the wrong type, mj-0005 for syntax Lacre does not speak. */
 export type TemplateResult = { ok: true; text: string } | { ok: false; code: 'mj-0003' | 'mj-0004' | 'mj-0005'; message: string; related: string };

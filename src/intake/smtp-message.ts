@@ -2,7 +2,6 @@
 // headers that are instructions to Lacre, not part of the mail (X-MJ-CustomID, X-MJ-EventPayload),
 // and adds the trace field every SMTP server adds when it takes a message in (RFC 5321 §4.4).
 // Pure: bytes in, bytes and values out.
-// May import: ../compose/message-headers, ../compose/outgoing (the RFC 5322 date format), libmime.
 import { fieldValue, fieldsNamed, makeField, normalizeLineEndings, parseMessage, serializeMessage } from '../compose/message-headers.ts';
 import { rfc5322Date } from '../compose/outgoing.ts';
 import libmime from 'libmime';

@@ -11,7 +11,6 @@
 // TLS is up, so a client configured without TLS never sees an invitation to send its secret in
 // the clear. `send` is declared in smtp-server's typings but internal; the tests of this listener
 // assert each of these replies on the wire, so an upgrade that moves it fails loudly.
-// May import: ../compose/outgoing (error classes), ../queue/queue (SubmissionError), smtp-server types.
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { MessageRejected, SenderRefused } from '../compose/outgoing.ts';
 import { SubmissionError } from '../queue/queue.ts';

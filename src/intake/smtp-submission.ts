@@ -12,9 +12,6 @@
 //              (550 5.1.1): after DATA one recipient can no longer be refused on its own
 //   DATA       size (552 5.3.4), then compose: From/Sender domains (550 5.7.1), the message's
 //              form (550 5.6.0); the commit (451 4.3.0 when it fails, so the client retries)
-// May import: ../access (API keys), ../compose (Composer and its errors), ../domains (sender
-// checks), ../queue (envelope checks), ../store (suppression lookups), ../log (types), ./smtp-*,
-// ./listener-cert, smtp-server.
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';

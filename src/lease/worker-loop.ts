@@ -2,7 +2,6 @@
 // the fence of finish statements) is store/leases.ts, since only the store knows SQL; this folder
 // owns the lease-worker loop that the queue runner, the webhook dispatcher and TLS reporting build
 // on, so they claim, renew, stop and give work back the same way.
-// May import: ../store (types), ../log (types), node built-ins.
 //
 // This file: the loop. It claims work while slots are free, runs each item with an abort signal
 // and a view of its lease, renews the leases of work in flight every third of the lease, and on

@@ -1,5 +1,4 @@
-// net/ owns what every outbound TLS connection shares (see trust.ts). May import: node built-ins,
-// ./trust.ts.
+// net/ owns what every outbound TLS connection shares (see trust.ts).
 //
 // This file: the one pinned-address HTTPS client, used by webhooks (POST), TLS-RPT (POST, RFC 8460
 // §5.4) and the MTA-STS policy fetch (GET, RFC 8461 §3.3). The caller resolves the host and checks

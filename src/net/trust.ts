@@ -1,6 +1,5 @@
 // net/ owns what every outbound TLS connection shares: which certificates are trusted, the TLS
-// floor, and the pinned-address HTTPS client. May import: node built-ins, ../tls-policy/levels.ts
-// (the one TLS floor constant; pure).
+// floor, and the pinned-address HTTPS client.
 //
 // This file: the one trust store. A TLS client that passes `ca` replaces Node's default roots, so
 // the roots are put back here once: Node's bundled Mozilla set (`tls.getCACertificates('default')`,

@@ -1,5 +1,4 @@
 // policy-lookup/ gathers the evidence TLS policy is decided on (DNSSEC TLSA, MTA-STS, static table);
-// may import ../dns, ../store, ../tls-policy, node built-ins.
 //
 // This module: the TLSA lookup for one MX host (RFC 7672 §2.2), turned into DaneEvidence. Which
 // records count is decided by ../tls-policy/dane.ts; what the evidence means for the session, by

@@ -1,5 +1,4 @@
-// policy-lookup/ gathers the evidence TLS policy is decided on (DNSSEC TLSA, MTA-STS, static table);
-// may import ../dns, ../store, ../tls-policy, ../net (trust store, pinned HTTPS client), node built-ins.
+// policy-lookup/ gathers the evidence TLS policy is decided on (DNSSEC TLSA, MTA-STS, static table).
 //
 // This file: MTA-STS (RFC 8461) for a recipient domain. Reads `_mta-sts.<domain>` with Lacre's
 // resolver, fetches https://mta-sts.<domain>/.well-known/mta-sts.txt under the RFC's rules (PKIX,

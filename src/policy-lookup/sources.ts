@@ -1,5 +1,4 @@
 // policy-lookup/ gathers the evidence TLS policy is decided on (DNSSEC TLSA, MTA-STS, static table);
-// may import ../dns, ../store, ../tls-policy, node built-ins.
 //
 // This file: the three sources together, built once from configuration and the store, as the
 // delivery agent and `lacre policy show` consume them. One builder, so the CLI explains exactly what

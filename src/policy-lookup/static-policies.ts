@@ -1,5 +1,4 @@
 // policy-lookup/ gathers the evidence TLS policy is decided on (DNSSEC TLSA, MTA-STS, static table);
-// may import ../dns, ../store, ../tls-policy, node built-ins.
 //
 // This file: the operator's static policy for a destination (issue 6, precedence item 4), from two
 // places: LACRE_TLS_POLICIES (fixed for the life of the process) and the policy table (changed at

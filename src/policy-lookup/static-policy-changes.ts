@@ -1,5 +1,4 @@
 // policy-lookup/ gathers the evidence TLS policy is decided on (DNSSEC TLSA, MTA-STS, static table);
-// may import ../dns, ../store, ../tls-policy, node built-ins.
 //
 // This file: changing the policy table, audited, the one way `lacre policy` and /v1/tls-policies
 // both do it, so the audit trail reads the same whichever door a change came through.

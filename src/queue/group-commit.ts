@@ -1,6 +1,6 @@
 // Group commit: verdicts that arrive while a transaction is being written wait and go together in
 // the next one, so many deliveries cost one fsync instead of one each (the same trick as a
-// database's WAL writer). May import: nothing.
+// database's WAL writer).
 
 export class GroupCommit<T, R> {
   #flush: (items: T[]) => Promise<R[]>;

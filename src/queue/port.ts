@@ -1,6 +1,5 @@
 // What the queue runner needs from durable storage, and nothing more: the store's QueueTable
 // implements it (store/queue-table.ts), and the runner never sees SQL or the rest of the store.
-// May import: ../store (types).
 import type { AttemptEffects, ClaimOptions } from '../store/queue-table.ts';
 import type { AttemptResult, ClaimedRecipient } from '../store/records.ts';
 

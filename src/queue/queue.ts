@@ -1,6 +1,5 @@
 // The queue (like Postfix's qmgr): owns message and per-recipient delivery state. Accepting a
 // message means it is committed to the store; nobody is told "accepted" before that.
-// May import: ../store, ../sealing, ./retry-policy.
 import { Store } from '../store/store.ts';
 import { uuidv7 } from '../store/ids.ts';
 import type { MessageMetadata, NewMessage } from '../store/records.ts';

@@ -8,7 +8,6 @@
 // A runner that dies simply stops renewing: its leases expire and another runner takes the work
 // over. Stopping gracefully lets in-flight batches finish within a grace period, then aborts the
 // rest and gives their leases back so nothing waits for a lease to expire.
-// May import: ./port, ./retry-policy, ./site-throttle, ./group-commit, ../store (types), ../log (types).
 import type { Logger } from '../log/logger.ts';
 import type { AttemptDetail, ClaimedRecipient, NewMessage, AttemptResult } from '../store/records.ts';
 import type { AttemptEffects, ClaimCandidate } from '../store/queue-table.ts';

@@ -8,7 +8,6 @@
 // deferred at once with the site's last failure, without a connection ("delivery temporarily
 // suspended"); when the suspension ends one batch probes the site while the rest wait; a probe that
 // gets through reopens the site, a failed one suspends it again for twice as long.
-// May import: nothing.
 
 export interface SiteState {
   status: 'up' | 'suspended' | 'probing';

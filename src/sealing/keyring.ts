@@ -1,6 +1,6 @@
 // The master keys that seal data at rest: the current one (LACRE_MASTER_KEY, or data/master.key
 // generated on first start with mode 0600) and retired ones kept only to open values sealed before a
-// rotation (data/keys/*.key, LACRE_RETIRED_MASTER_KEYS). May import: node built-ins only.
+// rotation (data/keys/*.key, LACRE_RETIRED_MASTER_KEYS).
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,6 +1,5 @@
 // Seals personal data and message content before it reaches any store engine (AES-256-GCM), and
 // computes keyed hashes (HMAC-SHA256) so lookups by address never need plaintext.
-// May import: ./keyring.ts and node built-ins.
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { Keyring, MasterKey } from './keyring.ts';

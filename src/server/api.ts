@@ -1,6 +1,6 @@
 // The HTTP API as `lacre serve` mounts it: every route plugin, registered into an app that
 // buildHttpServer made (so each inherits its guard and error shape). One composition for serve
-// and for the test that walks every route. May import: ./routes, ./http, the stages' types.
+// and for the test that walks every route.
 import type { FastifyInstance } from 'fastify';
 import type { SenderDomains } from '../domains/sender-domains.ts';
 import type { Composer } from '../compose/outgoing.ts';

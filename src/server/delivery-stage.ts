@@ -2,8 +2,7 @@
 // the queue runner and the SMTP delivery agent with its policy sources, the webhook dispatcher,
 // and TLS reporting. It runs on a thread of its own (delivery-worker.ts) with its own database
 // connection, so the second core delivers while the first takes mail in; the two meet only in the
-// store, and intake wakes the runner with a message. Part of server/ (the wiring): may import
-// every stage.
+// store, and intake wakes the runner with a message.
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
 import { loadKeyring } from '../sealing/keyring.ts';

@@ -9,7 +9,6 @@
 //   §15.5.6), 413, 415, 500; OPTIONS on a known path answers 204 with Allow (RFC 9110 §9.3.7).
 // A route plugin maps only its own domain errors, by throwing an HttpError from its error handler
 // (fastify passes what a child's handler throws to its parent's).
-// May import: ../access, ../intake/mailjet-errors, fastify, zod.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { ApiKeys, AuthenticatedKey } from '../access/api-keys.ts';

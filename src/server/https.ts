@@ -1,7 +1,7 @@
 // TLS for the HTTP API: reads the operator's PEM certificate and key (LACRE_HTTP_TLS_CERT,
 // LACRE_HTTP_TLS_KEY) at start-up and checks that they load and belong together, so a wrong file
 // is a configuration error naming the setting, not a failed handshake later. Also the bind rule
-// (no plain HTTP off loopback). May import: node built-ins, ../config, ./http.
+// (no plain HTTP off loopback).
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import type { Config } from '../config/schema.ts';

@@ -1,7 +1,7 @@
 // `lacre serve`: wires configuration, sealing, store and listeners into one process and takes them
 // down in order. Intake (HTTP API, SMTP submission, the bounce receiver) runs on this thread; the
 // delivery stage (queue runner, SMTP client, webhooks, TLS reporting) on a thread of its own
-// (delivery-stage.ts), so both cores work. May import every stage; nothing imports it but the CLI.
+// (delivery-stage.ts), so both cores work.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';

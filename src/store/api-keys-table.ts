@@ -1,7 +1,6 @@
 // API keys: the only SQL for the api_keys table. The secret is stored only as a slow hash
 // (computed by ../access/secret-hash.ts before it gets here), never sealed or reversible; names and
 // scopes are operator configuration, kept in plaintext. Part of the store.
-// May import: ../sealing, ./engine.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine } from './engine.ts';
 

@@ -1,6 +1,5 @@
 // The audit log: who changed what, when. Append-only from the application's side; the detail is
 // sealed because it may name people or addresses.
-// May import: ../sealing, ./engine, ./ids.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { uuidv7 } from './ids.ts';

@@ -1,6 +1,5 @@
 // Sender domains and their DKIM keys. Private keys are sealed; public keys and selectors are
 // what the world sees in DNS anyway. Part of the store: the only SQL for these tables.
-// May import: ../sealing, ./engine.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 

@@ -7,7 +7,6 @@
 // the facts of an event (sealed: they hold the address and whatever the remote server replied);
 // ../events turns them into the JSON the world sees.
 // Part of the store: the only SQL for the events table.
-// May import: ../sealing, ./engine, ./ids, ./records, ./record-schemas.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor, SqlValue } from './engine.ts';
 import { uuidv7 } from './ids.ts';

@@ -6,7 +6,6 @@
 // returns work to the queue: see TransactionOptions.durable); verdicts stay the caller's, durable.
 // It lives in the store, not in lease/, because the store is the only module that knows SQL and
 // its table modules build on it; lease/worker-loop.ts is the SQL-free loop that drives it.
-// May import: ./engine.
 import type { SqlEngine, SqlExecutor, SqlValue } from './engine.ts';
 
 /** A lease as taken: who holds it, under which token, until when (ms since the epoch). */

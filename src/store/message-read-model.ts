@@ -2,7 +2,6 @@
 // message — its recipients with their states and every attempt, opened from the sealed columns and
 // with the attempt detail and metadata checked by their schemas (record-schemas.ts) — and the
 // queue's counts by state. Reads only; the queue's writes are in queue-table.ts.
-// May import: ../sealing, ./engine, ./records, ./record-schemas, ./sealed-columns.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine } from './engine.ts';
 import { readAttemptDetail, readMessageMetadata } from './record-schemas.ts';

@@ -2,7 +2,6 @@
 // kept until its max_age runs out. Recipient domains are personal data, so a row is found by the
 // domain's keyed hash (the same one the queue keeps) and the policy, domain name included, is
 // sealed. Part of the store: the only SQL for this table.
-// May import: ../sealing, ./engine, ../tls-policy/evidence (types).
 import type { Sealer } from '../sealing/sealer.ts';
 import type { StsPolicy } from '../tls-policy/evidence.ts';
 import type { SqlEngine } from './engine.ts';

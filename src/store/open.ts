@@ -1,7 +1,6 @@
 // Opening the database: the data dir (created 0700), the embedded SQLite engine in it, the
 // versioned migrations, and the lookup key the Sealer hashes addresses and domains with (made
 // once, kept sealed in `settings`). The Store facade calls these and then builds its tables.
-// May import: ../sealing, ./engine and its implementations, ./migrations, ./sealed-columns.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';

@@ -6,7 +6,6 @@
 //     token fences every later write, so a worker that lost its lease cannot record anything.
 //   - Verdicts: the recipient's new state, the attempt, and everything the verdict sets off (DSN,
 //     suppression through suppressions-table.ts, events and their webhook outbox rows) in one transaction.
-// Part of the store. May import: ../sealing, ./engine, ./ids, ./events-table, ./send-api-table, ./suppressions-table, ./sealed-columns.
 import type { Sealer } from '../sealing/sealer.ts';
 import { domainOf } from '../mail/address.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';

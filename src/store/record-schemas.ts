@@ -4,7 +4,7 @@
 // that what `lacre messages show` prints keeps every field a row was written with (certificate
 // facts, timings, …); the fields later stages read are checked. A row that does not match is an
 // error naming the row, never a silently wrong event or access decision.
-// Part of the store. May import: ./records and ./events-table (types), zod.
+// Part of the store.
 import { z } from 'zod';
 import { ATTEMPT_STAGES } from '../mail/smtp-stage.ts';
 import type { AttemptDetail, MessageMetadata } from './records.ts';

@@ -3,7 +3,6 @@
 // `table.column` (see Sealer.seal), so a value moved to another column does not open. Key
 // rotation (`lacre keys rotate-master`, docs/sealing.md) counts and re-seals through this list:
 // a sealed column missing from it would keep its old key id forever.
-// May import: ../sealing, ./engine.
 import { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 

@@ -1,7 +1,6 @@
 // What the Mailjet-compatible send API needs from the database beyond the queue: numeric public
 // message ids (one per recipient, a safe JS integer) and the Idempotency-Key records that let a
 // retried request get its first answer back instead of sending again. The only SQL for them.
-// May import: ../sealing, ./engine.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 

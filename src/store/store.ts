@@ -8,7 +8,6 @@
 //   queue-table.ts        the queue's acceptance, leases and verdicts
 //   domains, audit, API keys, send API, events, webhooks: their *-table.ts modules
 // What stays here spans tables in one transaction (recordRemoteBounce).
-// May import: ../sealing, ./engine and its implementations, its table modules.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine } from './engine.ts';
 import { openEngine, prepareDatabase } from './open.ts';

@@ -2,7 +2,6 @@
 // address's keyed hash so the list can be checked without opening anything; the reason is sealed.
 // Intake consults it before queueing, the queue adds to it in the same transaction as the verdict
 // that caused it (QueueTable.completeAttempts), a remote bounce likewise (Store.recordRemoteBounce).
-// May import: ../sealing, ./engine, ./sealed-columns.
 import type { Sealer } from '../sealing/sealer.ts';
 import { normalizeAddress } from '../mail/address.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';

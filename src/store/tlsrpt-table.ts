@@ -3,7 +3,6 @@
 // went out. Recipient domains are personal data: rows are keyed by the domain's keyed hash (the
 // same one the queue keeps), and the domain, the policy and every failure detail are sealed. A run
 // sending a report holds it by a lease (./leases.ts) that fences every write about it.
-// May import: ../sealing, ./engine, ./ids, ./leases.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
 import { uuidv7 } from './ids.ts';

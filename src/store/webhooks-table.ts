@@ -5,7 +5,6 @@
 // rows through the store's lease primitive (leases.ts) like the queue leases recipients, renewing
 // while a POST is in flight, so two nodes never send the same batch at once, and the lease token
 // fences the verdict. Part of the store: the only SQL for these tables.
-// May import: ../sealing, ./engine, ./ids, ./leases.
 import type { Sealer } from '../sealing/sealer.ts';
 import type { SqlEngine } from './engine.ts';
 import { uuidv7 } from './ids.ts';

@@ -1,7 +1,7 @@
 // DANE for SMTP, the decision half: which TLSA records count (RFC 7672 §3.1, RFC 7671 §9) and
 // whether a presented certificate chain matches them (RFC 6698 §2.1, RFC 7672 §3). Pure: the clock
 // comes in as `now`, the chain as DER bytes; node:crypto only parses and checks signatures.
-// May import: node:crypto, ./levels.ts and ./evidence.ts (types). Used by delivery/smtp-session.ts
+// Used by delivery/smtp-session.ts
 // and policy-lookup/dane.ts.
 import { X509Certificate, createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import type { TlsaRecord } from '../mail/tlsa.ts';

@@ -10,7 +10,7 @@
 //   5. the default (`may`)
 //
 // A `TLS-Required: No` header (RFC 8689 §5) sets 2–5 aside when the operator allows it.
-// Pure: no I/O, no clock. May import: ./levels, ./evidence, ./mta-sts, ./dane.
+// Pure: no I/O, no clock.
 import type { DaneEvidence, ReportPolicy, StsEvidence, StsPolicy } from './evidence.ts';
 import type { TlsaRecord } from '../mail/tlsa.ts';
 import type { PolicyDecision, TlsFailure, TlsLevel } from './levels.ts';

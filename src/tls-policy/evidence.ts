@@ -1,7 +1,6 @@
 // The facts TLS policy is decided on, as plain data: what DNSSEC said about an MX host's TLSA
 // records, what MTA-STS said about a domain, and how one SMTP session went (for TLS reporting).
 // Gathered by policy-lookup/ (I/O), judged by tls-policy/ (pure), counted by tls-reporting/.
-// May import: ../dns/resolver (types) only.
 import type { TlsaRecord } from '../mail/tlsa.ts';
 import type { TlsFailure } from './levels.ts';
 

@@ -1,7 +1,7 @@
 // TLS security levels for outbound delivery: which level applies to a destination (static map and
 // default today; MTA-STS, DANE and REQUIRETLS add sources later without touching SMTP code) and
 // what the facts of one connection mean under a level. Pure: no I/O, no clock, no sockets.
-// May import: node:url (IDNA conversion) only. Imported by config/ (syntax), delivery/, store/ and
+// Imported by config/ (syntax), delivery/, store/ and
 // policy-lookup/ (the policy table keys).
 //
 // The levels follow Postfix's smtp_tls_security_level: `none` never starts TLS; `may` is

@@ -1,7 +1,6 @@
 // MTA-STS (RFC 8461) as text: reading the `_mta-sts` TXT record, reading a fetched policy file, and
 // deciding whether an MX host is one the policy names. Pure: no I/O, no clock; policy-lookup/
 // fetches, tls-policy/ decides with the result.
-// May import: node:url (IDNA conversion), ./evidence (types).
 //
 // Written here rather than wrapping mailauth's parsePolicy (which is close): mailauth rejects a
 // max_age above 31557600 where we cap it, takes the first of two conflicting `mode` lines where we

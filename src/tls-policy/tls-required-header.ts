@@ -1,7 +1,7 @@
 // Reads the RFC 8689 §5 `TLS-Required: No` header field from a message's header block: a sender's
 // request to deliver even when the recipient domain's TLS policy cannot be met. Whether it is
 // honoured is the engine's decision (tls.allowTlsRequiredNo), not this module's.
-// Pure. May import: nothing.
+// Pure.
 
 /** The end of the header block (the empty line), or the whole buffer when there is no body. */
 function headerBlock(content: Buffer): string {

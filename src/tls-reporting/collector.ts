@@ -1,7 +1,6 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
 // TLS-RPT reports; it stands beside intake/ as a source of new messages (report mails go to
-// compose). May import: ../tls-policy (types), ../dns, ../store, ../compose (types), node
-// built-ins, nodemailer.
+// compose).
 //
 // This file: the counter delivery sessions report to. Counting is in memory (a session must never
 // wait on the database); flush() adds what was counted to the store in one transaction, on a

@@ -1,6 +1,5 @@
 // TLS reporting (RFC 8460): the UTC day a report covers. §4.1: a report SHOULD cover one full
 // day, 00:00-24:00 UTC. Pure.
-// May import: node built-ins.
 
 export const DAY_MS = 86_400_000;
 

@@ -1,6 +1,5 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
-// TLS-RPT reports. May import: ../tls-policy (types), ../dns, ../store, ../compose (types), node
-// built-ins, nodemailer, ../net (trust store, pinned HTTPS client).
+// TLS-RPT reports.
 //
 // This file: a report POSTed to an `https:` rua (RFC 8460 §5.4). The receiver's certificate must
 // chain to a trusted root (PKIX, the bundled and system roots plus the operator's extra CAs) and

@@ -1,6 +1,5 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
-// TLS-RPT reports. May import: ../tls-policy (types), ../dns, ../store, ../compose (types), node
-// built-ins, nodemailer.
+// TLS-RPT reports.
 //
 // This file: a report as a mail to a `mailto:` rua (RFC 8460 §5.3), built with nodemailer's
 // MailComposer. Pure apart from the composer: bytes in, bytes out. DKIM (§5.3.1 MUST) is compose's.

@@ -1,6 +1,5 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
-// TLS-RPT reports. May import: ../tls-policy (types), ../dns, ../store, ../compose (types), node
-// built-ins, nodemailer.
+// TLS-RPT reports.
 //
 // This file: the report itself, RFC 8460 §4.4 JSON, and its §5.1 file name. Pure: the same counts
 // give the same bytes, whatever order the store returned them in.

@@ -1,7 +1,6 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
 // TLS-RPT reports; it stands beside intake/ as a source of new messages (report mails go to
-// compose, which DKIM-signs and queues them). May import: ../tls-policy (types), ../dns, ../store,
-// ../compose (types), node built-ins, nodemailer.
+// compose, which DKIM-signs and queues them).
 //
 // This file: the daily run. For each recipient domain with counts on a finished UTC day, look up
 // its rua (`_smtp._tls.<domain>`), build the report, gzip it (§5.1) and deliver it to every rua;

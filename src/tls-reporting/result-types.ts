@@ -1,8 +1,6 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
 // TLS-RPT reports. It stands beside intake/ as a source of new messages: report mails are handed
 // to compose, which signs and queues them.
-// May import: ../tls-policy (types), ../dns, ../store, ../compose (types), node built-ins,
-// nodemailer.
 //
 // This file: what one failed session looks like in a report. Pure.
 import type { TlsFailure } from '../tls-policy/levels.ts';

@@ -1,6 +1,5 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
-// TLS-RPT reports. May import: ../tls-policy (types), ../dns, ../store, ../compose (types), node
-// built-ins, nodemailer.
+// TLS-RPT reports.
 //
 // This file: the report format of RFC 8460 §4.4 as a JSON Schema (draft 2020-12), written from
 // the RFC's text rather than from report.ts, so tests can hold what Lacre builds against the RFC.

@@ -1,6 +1,5 @@
 // TLS reporting (RFC 8460): owns counting TLS sessions and building and sending the daily
-// TLS-RPT reports. May import: ../tls-policy (types), ../dns, ../store, ../compose (types), node
-// built-ins, nodemailer.
+// TLS-RPT reports.
 //
 // This file: where a domain wants its reports, from its `_smtp._tls.<domain>` TXT record
 // (RFC 8460 §3). Pure: TXT strings in, report URIs out.

@@ -4,7 +4,6 @@
 // privilege: a `read` key reads every message; a key with only `send` reads the messages it sent
 // and nothing else (404, as if they did not exist). The root's guard (../http-errors.ts) lets a key
 // with either scope in; which messages it may see is decided per message here.
-// May import: ../../access, ../../store (types and views), fastify.
 import type { FastifyInstance } from 'fastify';
 import type { AuthenticatedKey } from '../../access/api-keys.ts';
 import type { Store } from '../../store/store.ts';

@@ -2,7 +2,6 @@
 // Owns the HTTP side only; the root (../http-errors.ts) checks credentials before the body is read,
 // keeps the body's exact bytes (for Idempotency-Key) and answers malformed, oversize or non-JSON
 // bodies in Mailjet's shape; the sending itself is intake/mailjet-send.
-// May import: ../../intake, ../../access, ../../compose and ../../store (types), fastify.
 import type { FastifyInstance } from 'fastify';
 import type { Composer } from '../../compose/outgoing.ts';
 import type { Store } from '../../store/store.ts';
