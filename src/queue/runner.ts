@@ -13,6 +13,7 @@ import type { AttemptDetail, ClaimedRecipient, NewMessage, AttemptResult } from 
 import type { AttemptEffects, ClaimCandidate } from '../store/queue-table.ts';
 import { nextTransition, type RetrySchedule, type VerdictKind } from './retry-policy.ts';
 import { GroupCommit } from './group-commit.ts';
+import { summarizeAttempt, type AttemptSummary } from './attempt-summary.ts';
 import type { QueuePort } from './port.ts';
 import { admission, afterBatch, freshSite, startProbe, type BatchOutcome, type SiteState, type ThrottleSettings } from './site-throttle.ts';
 
@@ -95,6 +96,8 @@ export interface RunnerOptions {
   schedule: RetrySchedule;
   clock?: () => number;
   finalFailures?: FinalFailureHandler;
+  /** Told of every recorded attempt (the delivery metrics); must not throw. */
+  onAttempt?: (summary: AttemptSummary) => void;
 }
 
 /** RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients per transaction. */
@@ -404,7 +407,8 @@ export class QueueRunner {
     const log = this.#o.logger;
     // The verdicts are recorded once: by the agent's call (before it pools the connection) or here.
     const once: { settled: Promise<void> | null } = { settled: null };
-    const settle = (verdicts: Map<string, RecipientVerdict>) => (once.settled ??= this.#recordAll(batch, verdicts));
+    const startedAt = this.#clock();
+    const settle = (verdicts: Map<string, RecipientVerdict>) => (once.settled ??= this.#recordAll(batch, verdicts, startedAt));
     let verdicts: Map<string, RecipientVerdict>;
     try {
       verdicts = await this.#o.agent.deliver(batch, signal, settle);
@@ -434,17 +438,17 @@ export class QueueRunner {
     const verdict: RecipientVerdict = { kind: 'transient', reason, enhancedCode: '4.4.1', detail: { domain: batch.domain, site, suspended: true } };
     const flight: InFlight = { batch, site, controller: new AbortController(), done: Promise.resolve(), leaseUntil: Infinity, lost: false };
     this.#inFlight.add(flight);
-    flight.done = this.#recordAll(batch, new Map(batch.recipients.map((r) => [r.recipientId, verdict]))).finally(() => {
+    flight.done = this.#recordAll(batch, new Map(batch.recipients.map((r) => [r.recipientId, verdict])), this.#clock()).finally(() => {
       this.#inFlight.delete(flight);
       this.nudge();
     });
   }
 
-  async #recordAll(batch: DeliveryBatch, verdicts: Map<string, RecipientVerdict>): Promise<void> {
-    await Promise.all(batch.recipients.map((recipient) => this.#record(batch, recipient, verdicts)));
+  async #recordAll(batch: DeliveryBatch, verdicts: Map<string, RecipientVerdict>, startedAt: number): Promise<void> {
+    await Promise.all(batch.recipients.map((recipient) => this.#record(batch, recipient, verdicts, startedAt)));
   }
 
-  async #record(batch: DeliveryBatch, recipient: ClaimedRecipient, verdicts: Map<string, RecipientVerdict>): Promise<void> {
+  async #record(batch: DeliveryBatch, recipient: ClaimedRecipient, verdicts: Map<string, RecipientVerdict>, startedAt: number): Promise<void> {
     const log = this.#o.logger;
     const verdict = verdicts.get(recipient.recipientId) ?? {
       kind: 'transient' as const,
@@ -490,9 +494,21 @@ export class QueueRunner {
       log.error({ err, messageId: recipient.messageId, recipientId: recipient.recipientId }, 'recording the attempt failed');
       return;
     }
-    const fields = { messageId: recipient.messageId, recipientId: recipient.recipientId, attempt: recipient.attemptNumber };
-    if (!kept) log.warn(fields, 'lease lost before the attempt was recorded; another worker owns this recipient');
-    else log.info({ ...fields, state: transition.state, replyCode: verdict.replyCode ?? undefined }, 'attempt recorded');
+    if (!kept) {
+      const fields = { messageId: recipient.messageId, recipientId: recipient.recipientId, attempt: recipient.attemptNumber };
+      log.warn(fields, 'lease lost before the attempt was recorded; another worker owns this recipient');
+      return;
+    }
+    // One line per recipient attempt, like Postfix's smtp(8) `status=` line: ids, relay, TLS, codes
+    // and delays, no address (the reason, which can quote one, only at debug).
+    const summary = summarizeAttempt({ recipient, state: transition.state, replyCode: result.replyCode, enhancedCode: result.enhancedCode, reason, detail: result.detail, startedAt, endedAt: now });
+    log.info(summary, 'attempt');
+    if (reason && log.isLevelEnabled('debug')) log.debug({ messageId: recipient.messageId, recipientId: recipient.recipientId, why: reason }, 'attempt reason');
+    try {
+      this.#o.onAttempt?.(summary);
+    } catch (err) {
+      log.error({ err }, 'counting the attempt failed');
+    }
   }
 
   async #release(recipients: ClaimedRecipient[]): Promise<number> {
