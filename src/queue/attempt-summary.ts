@@ -3,7 +3,6 @@
 // Pure. Nothing here is personal: ids, the destination domain, the relay, TLS facts, codes and
 // timings — never the address, and never the reply text, which can quote it (RFC 5321 §4.2 lets a
 // server say anything after the code).
-// May import: ../store (types).
 import type { AttemptDetail, AttemptHopFailure, AttemptTls, ClaimedRecipient, RecipientState } from '../store/records.ts';
 
 /** Postfix's status words: `sent` for delivered, the state's own name otherwise. */
