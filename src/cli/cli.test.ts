@@ -46,7 +46,8 @@ test('serve answers /healthz on its HTTP port and stops cleanly on SIGTERM', asy
     assert.ok(url, `serve did not report its address: ${out}`);
     const response = await fetch(`${url}/healthz`);
     assert.equal(response.status, 200);
-    assert.deepEqual(await response.json(), { status: 'ok' });
+    assert.deepEqual(await response.json(), { status: 'ok', checks: { serving: 'ok', store: 'ok', keyring: 'ok', 'queue-worker': 'ok' } });
+    assert.equal((await fetch(`${url}/livez`)).status, 200);
     assert.ok(readdirSync(dataDir).includes('master.key'));
     assert.ok(readdirSync(dataDir).includes('lacre.db'));
   } finally {

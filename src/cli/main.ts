@@ -6,7 +6,7 @@ import { formatDuration } from '../config/duration.ts';
 import { ENV_SETTINGS } from '../config/load.ts';
 import { preflight } from '../server/preflight.ts';
 import { createLogger } from '../log/logger.ts';
-import { loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../sealing/keyring.ts';
+import { KEYRING_CHECK_MS, loadKeyring, rotateMasterKeyFile, removeRetiredKeyFiles } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { eventRules } from '../events/derive.ts';
@@ -79,6 +79,10 @@ sealing
     openDataDir(cfg, 'existing');
     const before = loadKeyring(cfg);
     const keyring = rotateMasterKeyFile(before, cfg.dataDir);
+    // A server running on this data dir picks the new key up within KEYRING_CHECK_MS; re-sealing
+    // after that means nothing it writes under the old key is missed, and the old key is removed
+    // only once no value needs it.
+    await new Promise((resolve) => setTimeout(resolve, KEYRING_CHECK_MS * 2.5));
     const result = await resealWith(cfg, keyring);
     print(!!opts.json, { previousKeyId: before.current.idHex, ...result }, () =>
       `rotated ${before.current.idHex} -> ${result.currentKeyId}; re-sealed ${result.resealed} values; removed ${result.removedKeyIds.length} retired key(s)`,

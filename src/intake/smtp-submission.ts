@@ -66,6 +66,15 @@ export interface SubmissionOptions {
   socketTimeoutMs?: number;
   /** Recipients per message (default 1000; RFC 5321 §4.5.3.1.8 asks for at least 100). */
   maxRecipients?: number;
+  /** Told of connections, failed AUTHs and answered transactions (serve's metrics); must not throw. */
+  observer?: SubmissionObserver;
+}
+
+export interface SubmissionObserver {
+  connectionOpened(): void;
+  connectionClosed(): void;
+  authFailed(): void;
+  submitted(result: 'accepted' | 'refused'): void;
 }
 
 export interface SubmissionListeners {
@@ -111,6 +120,9 @@ export async function startSubmission(options: SubmissionOptions): Promise<Submi
   /** Sessions whose message is being received or committed, and when each is done. */
   const inFlight = new Map<SMTPServerSession, Promise<void>>();
   let closing: Promise<void> | null = null;
+  const observer = options.observer;
+  /** Sessions counted as open connections (onConnect let them in). */
+  const counted = new Set<string>();
 
   const serverOptions = (implicitTls: boolean): SMTPServerOptions => ({
     name: config.hostname,
@@ -135,8 +147,17 @@ export async function startSubmission(options: SubmissionOptions): Promise<Submi
     socketTimeout: options.socketTimeoutMs ?? 300_000,
     closeTimeout: options.closeGraceMs ?? 10_000,
 
-    onConnect(_session, callback) {
+    onConnect(session, callback) {
+      if (!closing) {
+        counted.add(session.id);
+        observer?.connectionOpened();
+      }
       callback(closing ? SHUTTING_DOWN() : null);
+    },
+
+    onClose(session) {
+      // Only sessions onConnect let in were counted (smtp-server calls onClose for every one).
+      if (counted.delete(session.id)) observer?.connectionClosed();
     },
 
     onAuth(auth, session, callback) {
@@ -149,6 +170,7 @@ export async function startSubmission(options: SubmissionOptions): Promise<Submi
       keys.authenticate(auth.username ?? '', auth.password ?? '').then(
         (key) => {
           if (!key) {
+            observer?.authFailed();
             log.info({ session: session.id, method: auth.method }, 'submission AUTH refused: invalid credentials');
             return refuse('Authentication credentials invalid');
           }
@@ -228,14 +250,17 @@ export async function startSubmission(options: SubmissionOptions): Promise<Submi
         (content) => {
           if (content === null) {
             done();
+            observer?.submitted('refused');
             return callback(new SmtpReply(552, '5.3.4', `message exceeds fixed maximum message size ${config.maxSize}`));
           }
           accept(session, content).then(
             (reply) => {
+              observer?.submitted('accepted');
               callback(null, reply);
               done();
             },
             (err: unknown) => {
+              observer?.submitted('refused');
               callback(err as Error);
               done();
             },

@@ -141,6 +141,8 @@ export class QueueRunner {
   /** Site → in-flight batch count. */
   #busy = new Map<string, number>();
   #rr = 0;
+  /** The last pass that looked for work: when it ended and whether it failed (readiness). */
+  #lastPump: { at: number; error: string | null } | null = null;
 
   constructor(options: RunnerOptions) {
     this.#o = options;
@@ -157,6 +159,20 @@ export class QueueRunner {
 
   get inFlightCount(): number {
     return this.#inFlight.size;
+  }
+
+  /**
+   * What readiness needs to know (server/health.ts): whether the runner runs, and when its last
+   * pass for work ended and how. A pass runs at least every poll interval (the safety net below),
+   * so a stale or failing pass is a worker that no longer delivers.
+   */
+  health(): { running: boolean; pollIntervalMs: number; lastPassAt: number | null; lastPassError: string | null } {
+    return {
+      running: this.#running,
+      pollIntervalMs: this.#o.pollIntervalMs,
+      lastPassAt: this.#lastPump?.at ?? null,
+      lastPassError: this.#lastPump?.error ?? null,
+    };
   }
 
   start(): void {
@@ -237,8 +253,10 @@ export class QueueRunner {
       const due = await this.#o.store.nextDueAfter(now);
       if (due !== null) at = Math.min(at, due);
       for (const site of this.#sites.values()) if (site.status === 'suspended' && site.until > now) at = Math.min(at, site.until);
+      this.#lastPump = { at: now, error: null };
       this.#wakeAt(at);
     } catch (err) {
+      this.#lastPump = { at: this.#clock(), error: (err as Error).message };
       this.#o.logger.error({ err }, 'claiming due recipients failed');
       this.#wakeAt(this.#clock() + this.#o.pollIntervalMs);
     }

@@ -95,6 +95,42 @@ export function loadKeyring(options: KeyringOptions): Keyring {
 }
 
 /**
+ * Where a running process reads its keyring again from (Sealer.refresh): `fingerprint` is cheap (a
+ * stat and a directory listing) and changes whenever `lacre sealing rotate-key` writes a new
+ * master key or retires one, so a server notices a rotation without a restart.
+ */
+export interface KeyringSource {
+  load(): Keyring;
+  fingerprint(): string;
+}
+
+export function keyringSource(options: KeyringOptions): KeyringSource {
+  return {
+    load: () => loadKeyring(options),
+    fingerprint() {
+      const parts: string[] = [];
+      if (!options.masterKey) {
+        const path = masterKeyPath(options.dataDir);
+        // A missing file is a fingerprint too: load() then says what is wrong.
+        const st = existsSync(path) ? statSync(path) : null;
+        // ctime and mode too: a chmod that makes the key readable by others must be noticed (readKeyFile refuses it).
+        parts.push(st ? `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}` : 'none');
+      }
+      const dir = retiredKeysDir(options.dataDir);
+      if (existsSync(dir)) parts.push(...readdirSync(dir).filter((n) => n.endsWith('.key')).sort());
+      return parts.join('|');
+    },
+  };
+}
+
+/**
+ * How long `rotate-key` waits after writing the new key before it re-seals: running servers check
+ * their keyring at most this often (Sealer.refresh), so after it none seals under the old key any
+ * more, and the re-seal pass and the removal of the old key cannot miss a value they wrote.
+ */
+export const KEYRING_CHECK_MS = 1_000;
+
+/**
  * Makes a new current key in data/master.key and keeps the old one in data/keys/ so values sealed
  * under it can still be opened until they are re-sealed. Refuses when the key comes from the
  * environment: Lacre cannot change an operator's environment, so rotation is theirs to do.

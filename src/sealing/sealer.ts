@@ -2,7 +2,7 @@
 // computes keyed hashes (HMAC-SHA256) so lookups by address never need plaintext.
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import type { Keyring, MasterKey } from './keyring.ts';
+import { KEYRING_CHECK_MS, type Keyring, type KeyringSource, type MasterKey } from './keyring.ts';
 import { domainKey } from '../mail/domain.ts';
 import { normalizeAddress } from '../mail/address.ts';
 
@@ -21,13 +21,63 @@ export class SealError extends Error {
 // Keys are held as KeyObjects, not Buffers: given a Buffer, createCipheriv and createHmac first
 // probe it as a KeyObject and as a CryptoKey, and each failed probe throws and catches an error
 // internally, which costs more than the AES-GCM or HMAC itself on values of a few KB (Node 24).
+/** Whether the keys a process seals with are still the data dir's (readiness, server/health.ts). */
+export type KeyringStatus = { ok: true; currentKeyId: string } | { ok: false; currentKeyId: string; reason: string };
+
 export class Sealer {
   #keyring: Keyring;
   #dataKeys = new Map<string, KeyObject>();
   #lookupKey: KeyObject | null = null;
+  #source: KeyringSource | undefined;
+  #fingerprint = '';
+  #checkedAt = 0;
+  #refreshError: string | null = null;
+  #clock: () => number;
 
-  constructor(keyring: Keyring) {
+  /**
+   * With a `source`, the sealer follows the data dir's keyring: `lacre sealing rotate-key` beside
+   * a running server makes it seal under the new key within KEYRING_CHECK_MS, and a value sealed
+   * under a key it does not hold yet makes it read the keyring again before giving up. Keys it held
+   * before stay held, so what it sealed a moment ago still opens.
+   */
+  constructor(keyring: Keyring, options: { source?: KeyringSource; clock?: () => number } = {}) {
     this.#keyring = keyring;
+    this.#source = options.source;
+    this.#clock = options.clock ?? Date.now;
+    if (this.#source) {
+      this.#fingerprint = this.#source.fingerprint();
+      this.#checkedAt = this.#clock();
+    }
+  }
+
+  /**
+   * Reads the keyring again when its files changed (at most every KEYRING_CHECK_MS unless `force`).
+   * A keyring that fails to load (a key file made world-readable, a truncated key) keeps the keys
+   * already held and is reported here, so readiness fails with the reason instead of sealing stopping.
+   */
+  refresh(force = false): KeyringStatus {
+    const source = this.#source;
+    if (source) {
+      const now = this.#clock();
+      if (force || now - this.#checkedAt >= KEYRING_CHECK_MS) {
+        this.#checkedAt = now;
+        try {
+          const fingerprint = source.fingerprint();
+          if (fingerprint !== this.#fingerprint || this.#refreshError !== null) {
+            const next = source.load();
+            const byId = new Map(next.byId);
+            for (const [id, key] of this.#keyring.byId) if (!byId.has(id)) byId.set(id, key);
+            this.#keyring = { current: next.current, byId, source: next.source };
+            this.#fingerprint = fingerprint;
+            this.#refreshError = null;
+          }
+        } catch (err) {
+          this.#refreshError = (err as Error).message;
+        }
+      }
+    }
+    const currentKeyId = this.currentKeyId;
+    return this.#refreshError === null ? { ok: true, currentKeyId } : { ok: false, currentKeyId, reason: this.#refreshError };
   }
 
   get currentKeyId(): string {
@@ -43,6 +93,7 @@ export class Sealer {
    * authenticated, so a sealed value copied into another column or table fails to open.
    */
   seal(plaintext: Buffer | string, context: string): Buffer {
+    if (this.#source) this.refresh();
     const master = this.#keyring.current;
     const iv = randomBytes(IV_LEN);
     const header = Buffer.concat([VERSION_BYTE, master.id, iv]);
@@ -58,7 +109,8 @@ export class Sealer {
       throw new SealError(`sealed value for ${context} is malformed`);
     }
     const idHex = value.subarray(1, 1 + ID_LEN).toString('hex');
-    const master = this.#keyring.byId.get(idHex);
+    // A value re-sealed by `rotate-key` under a key this process has not read yet: read it now.
+    const master = this.#keyring.byId.get(idHex) ?? (this.#source ? (this.refresh(true), this.#keyring.byId.get(idHex)) : undefined);
     if (!master) throw new SealError(`sealed value for ${context} needs key ${idHex}, which is not in the keyring`);
     const header = value.subarray(0, HEADER_LEN);
     const decipher = createDecipheriv('aes-256-gcm', this.#dataKey(master), value.subarray(1 + ID_LEN, HEADER_LEN));

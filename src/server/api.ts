@@ -14,6 +14,7 @@ import { sendRoutes } from './routes/send.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { eventRoutes } from './routes/events.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
+import { metricsRoutes, type MetricsDeps } from './routes/metrics.ts';
 
 export interface ApiDeps {
   domains: SenderDomains;
@@ -27,6 +28,7 @@ export interface ApiDeps {
   onQueued?: () => void;
   /** Shown in /openapi.json. */
   version: string;
+  metrics: MetricsDeps;
 }
 
 export async function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
@@ -36,4 +38,5 @@ export async function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): Pr
   await app.register(messageRoutes({ store: deps.store }));
   await app.register(eventRoutes({ store: deps.store }));
   await app.register(webhookRoutes({ webhooks: deps.webhooks }));
+  await app.register(metricsRoutes(deps.metrics));
 }

@@ -5,7 +5,7 @@
 // store, and intake wakes the runner with a message.
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
-import { loadKeyring } from '../sealing/keyring.ts';
+import { keyringSource, loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { eventRules } from '../events/derive.ts';
@@ -22,6 +22,17 @@ import { policySourcesFrom, resolverFrom } from './wiring.ts';
 import { TlsRptTable } from '../store/tlsrpt-table.ts';
 import { TlsReportCollector } from '../tls-reporting/collector.ts';
 import { TlsReporter } from '../tls-reporting/reporter.ts';
+import type { WriteHealth } from '../store/engine.ts';
+import type { KeyringStatus } from '../sealing/sealer.ts';
+import { DeliveryMetrics, type MetricsJson } from './metrics.ts';
+
+/** What the main thread asks the delivery thread for: its metrics and its side of readiness. */
+export interface DeliveryStatus {
+  metrics: MetricsJson;
+  runner: ReturnType<QueueRunner['health']>;
+  store: WriteHealth;
+  keyring: KeyringStatus;
+}
 
 export interface DeliveryStage {
   /** Something was committed to the queue: look for work now. */
@@ -29,6 +40,7 @@ export interface DeliveryStage {
   /** The static policy table was changed by the other thread: drop the cached snapshot. */
   staticPoliciesChanged(): void;
   stop(graceMs: number): Promise<{ finished: number; released: number }>;
+  status(): Promise<DeliveryStatus>;
 }
 
 export function scheduleOf(config: Config) {
@@ -37,7 +49,7 @@ export function scheduleOf(config: Config) {
 
 export async function startDeliveryStage(options: { config: Config; logger: Logger; ca: string[]; workerId: string }): Promise<DeliveryStage> {
   const { config, logger, ca, workerId } = options;
-  const sealer = new Sealer(loadKeyring(config));
+  const sealer = new Sealer(loadKeyring(config), { source: keyringSource(config) });
   const store = await Store.open({ dataDir: config.dataDir, sealer, events: eventRules });
   try {
     const schedule = scheduleOf(config);
@@ -70,6 +82,7 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
       idleTimeoutMs: config.delivery.idleTimeout,
       logger: logger.child({ component: 'delivery' }),
     });
+    const metrics = new DeliveryMetrics();
     const runner = new QueueRunner({
       store: store.queue,
       agent,
@@ -81,6 +94,7 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
       destinationConcurrency: config.delivery.destinationConcurrency,
       schedule,
       finalFailures: new BounceComposer(queue, config.hostname),
+      onAttempt: (summary) => metrics.record(summary),
     });
     const webhookDispatcher = new WebhookDispatcher({
       store,
@@ -97,6 +111,9 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
     return {
       nudge: () => runner.nudge(),
       staticPoliciesChanged: () => policy.staticPolicies.invalidate(),
+      async status() {
+        return { metrics: await metrics.json(), runner: runner.health(), store: store.engine.writeHealth(), keyring: sealer.refresh(true) };
+      },
       stop(graceMs: number) {
         stopping ??= (async () => {
           // Let in-flight deliveries finish or give their leases back, then close what they write to.

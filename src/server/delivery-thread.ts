@@ -7,10 +7,16 @@ import { Worker } from 'node:worker_threads';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
 import type { DeliveryWorkerData, FromDeliveryWorker, ToDeliveryWorker } from './delivery-worker.ts';
+import type { DeliveryStatus } from './delivery-stage.ts';
 
 export interface DeliveryThread {
   nudge(): void;
   staticPoliciesChanged(): void;
+  /**
+   * The thread's metrics and readiness, or why there are none: a thread that does not answer
+   * within `timeoutMs` (its event loop blocked, or it is gone) is reported as such.
+   */
+  status(timeoutMs: number): Promise<{ status: DeliveryStatus } | { status: null; reason: string }>;
   stop(graceMs: number): Promise<{ finished: number; released: number }>;
 }
 
@@ -38,8 +44,13 @@ export async function startDeliveryThread(options: {
     worker.on('message', onMessage);
     worker.once('error', reject);
   });
+  let nextStatusId = 1;
+  const statusWaiters = new Map<number, (answer: { status: DeliveryStatus } | { status: null; reason: string }) => void>();
   worker.on('message', (m: FromDeliveryWorker) => {
-    if (m.type === 'stopped') stopped?.(m.result);
+    if (m.type === 'status') {
+      statusWaiters.get(m.id)?.(m.status ? { status: m.status } : { status: null, reason: `the delivery thread could not report: ${m.error}` });
+      statusWaiters.delete(m.id);
+    } else if (m.type === 'stopped') stopped?.(m.result);
     else if (m.type === 'failed') {
       if (stopping) failStop?.(new Error(m.message));
       else options.onDeath(new Error(`the delivery thread failed: ${m.message}`));
@@ -64,6 +75,22 @@ export async function startDeliveryThread(options: {
       });
     },
     staticPoliciesChanged: () => post({ type: 'static-policies-changed' }),
+    status(timeoutMs: number) {
+      if (stopping) return Promise.resolve({ status: null, reason: 'the delivery thread is stopping' });
+      const id = nextStatusId++;
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          statusWaiters.delete(id);
+          resolve({ status: null, reason: `the delivery thread did not answer within ${timeoutMs} ms` });
+        }, timeoutMs);
+        timer.unref();
+        statusWaiters.set(id, (answer) => {
+          clearTimeout(timer);
+          resolve(answer);
+        });
+        post({ type: 'status', id });
+      });
+    },
     stop(graceMs: number) {
       stopping = true;
       return new Promise((resolve, reject) => {

@@ -20,6 +20,7 @@ import { Webhooks } from '../events/webhooks.ts';
 import { resolverLookup } from '../events/url-guard.ts';
 import { buildHttpServer } from './http.ts';
 import { registerApiRoutes } from './api.ts';
+import { IntakeMetrics } from './metrics.ts';
 import { routesOf, type RouteEntry } from './http-errors.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -45,6 +46,7 @@ before(async () => {
     staticPolicies: new StaticPolicies({ table: tlsPolicyTable, configured: new Map(), defaultLevel: 'may', refreshMs: 3_600_000 }),
     webhooks: new Webhooks(data.store, { lookup: resolverLookup(resolver) }),
     version: 'test',
+    metrics: { intake: new IntakeMetrics(data.store), delivery: async () => null },
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
@@ -111,7 +113,7 @@ test('every route without credentials → 401 with a Basic challenge and ErrorCo
     const wrong = await call(route.method, concrete(route.url), { auth: { ...keys.admin, secretKey: keys.send.secretKey } });
     assertMailjetShaped(`${what} with a wrong secret`, wrong, 401, 'lacre-0401');
   }
-  assert.deepEqual(publicRoutes.sort(), ['GET /healthz', 'GET /openapi.json']);
+  assert.deepEqual(publicRoutes.sort(), ['GET /healthz', 'GET /livez', 'GET /openapi.json']);
 });
 
 test('every route with a key lacking its scope → 403 with ErrorCode, naming the scope', async () => {

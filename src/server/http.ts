@@ -1,4 +1,4 @@
-// The HTTP listener (fastify): GET /healthz here; the APIs mount through their own route modules,
+// The HTTP listener (fastify): GET /livez and GET /healthz (readiness, decided in health.ts) here; the APIs mount through their own route modules,
 // which inherit the guard and the error shape of http-errors.ts from this root instance.
 // HTTPS (TLS 1.2 or later) when given a certificate; plain HTTP only on a loopback address, where
 // nothing but the machine itself can see the API keys that HTTP Basic auth sends in the clear.
@@ -8,10 +8,13 @@ import type { Logger } from '../log/logger.ts';
 import { ConfigError } from '../config/load.ts';
 import type { ApiKeys } from '../access/api-keys.ts';
 import { frameworkErrors, installHttpConventions } from './http-errors.ts';
+import type { Readiness } from './health.ts';
 
 export interface HttpState {
   /** False while starting or shutting down: load balancers should route elsewhere. */
   ready: boolean;
+  /** The rest of readiness (store, keyring, queue worker); serve sets it once they run. */
+  readiness?: () => Promise<Readiness>;
 }
 
 /** PEM certificate chain and private key of the HTTPS listener. */
@@ -36,9 +39,15 @@ export function buildHttpServer(options: { logger: Logger; state: HttpState; htt
       : Fastify(common)
   ) as unknown as FastifyInstance;
   installHttpConventions(app, { keys: options.keys });
+  // Liveness: the event loop answers. A failing part is readiness's business, not a reason to restart.
+  app.get('/livez', { config: { scope: 'public' } }, async () => ({ status: 'ok' }));
+  // Readiness: 503 naming every failing check. Public like any load balancer probe: it says which
+  // part is unwell, never anything about mail.
   app.get('/healthz', { config: { scope: 'public' } }, async (_request, reply) => {
-    if (!options.state.ready) return reply.code(503).send({ status: 'unavailable' });
-    return { status: 'ok' };
+    if (!options.state.ready) return reply.code(503).send({ status: 'unavailable', checks: { serving: 'starting or shutting down' } });
+    if (!options.state.readiness) return { status: 'ok' };
+    const { ready, checks } = await options.state.readiness();
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ok' : 'unavailable', checks });
   });
   return app;
 }

@@ -3,11 +3,13 @@
 // delivery stage (queue runner, SMTP client, webhooks, TLS reporting) on a thread of its own
 // (delivery-stage.ts), so both cores work.
 import { hostname } from 'node:os';
+import type { Socket } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import { lacreVersion } from '../config/version.ts';
 import type { Logger } from '../log/logger.ts';
-import { loadKeyring } from '../sealing/keyring.ts';
+import { keyringSource, loadKeyring } from '../sealing/keyring.ts';
 import { Sealer } from '../sealing/sealer.ts';
 import { Store } from '../store/store.ts';
 import { eventRules } from '../events/derive.ts';
@@ -26,6 +28,11 @@ import { loadListenerCertificate } from '../intake/listener-cert.ts';
 import { scheduleOf } from './delivery-stage.ts';
 import { policySourcesFrom, resolverFrom } from './wiring.ts';
 import { startDeliveryThread, type DeliveryThread } from './delivery-thread.ts';
+import { IntakeMetrics } from './metrics.ts';
+import { readiness } from './health.ts';
+
+/** How long /healthz and /metrics wait for the delivery thread's answer. */
+const DELIVERY_STATUS_TIMEOUT_MS = 2_000;
 
 export interface RunningServer {
   httpUrl: string;
@@ -47,11 +54,13 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   const { ca, https: httpsOptions, warnings } = await preflight(config);
   for (const warning of warnings) logger.warn({ setting: warning.split(' ')[0] }, warning);
   const keyring = loadKeyring(config);
-  const sealer = new Sealer(keyring);
+  const sealer = new Sealer(keyring, { source: keyringSource(config) });
   const store = await Store.open({ dataDir: config.dataDir, sealer, events: eventRules });
   const keys = new ApiKeys(store);
   const state: HttpState = { ready: false };
   const http = buildHttpServer({ logger, state, https: httpsOptions, keys });
+  const metrics = new IntakeMetrics(store);
+  countHttp(http, metrics);
   // Teardown is fastify's: each part registers an onClose hook as it is wired, and http.close()
   // runs them in reverse (fastify stops taking HTTP requests first, then the other listeners stop,
   // then delivery, and the store closes last), every one even when an earlier one threw.
@@ -105,6 +114,13 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       webhooks: new Webhooks(store, { lookup: resolverLookup(resolver), allowLoopback: config.webhooks.allowLoopback }),
       onQueued: () => delivery?.nudge(),
       version: lacreVersion(),
+      metrics: {
+        intake: metrics,
+        delivery: async () => {
+          const answer = delivery ? await delivery.status(DELIVERY_STATUS_TIMEOUT_MS) : null;
+          return answer?.status?.metrics ?? null;
+        },
+      },
     });
     // Delivery is wired before the listeners so that it stops after them: in-flight deliveries
     // finish or give their leases back once nothing new can arrive, and before the store closes.
@@ -121,6 +137,14 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       },
     });
     delivery = thread;
+    state.readiness = async () =>
+      readiness({
+        serving: state.ready,
+        store: store.engine.writeHealth(),
+        keyring: sealer.refresh(true),
+        delivery: await thread.status(DELIVERY_STATUS_TIMEOUT_MS),
+        now: Date.now(),
+      });
     http.addHook('onClose', async () => {
       stopped = await thread.stop(config.queue.shutdownGrace).catch((err: Error) => {
         logger.error({ err: { message: err.message } }, 'the delivery thread did not stop cleanly; its leases will expire');
@@ -153,6 +177,12 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       logger: logger.child({ component: 'submission' }),
       onQueued: () => delivery?.nudge(),
       closeGraceMs: config.queue.shutdownGrace,
+      observer: {
+        connectionOpened: () => metrics.connectionOpened('smtp'),
+        connectionClosed: () => metrics.connectionClosed('smtp'),
+        authFailed: () => metrics.authFailed('smtp'),
+        submitted: (result) => metrics.submitted('smtp', result),
+      },
     });
     submission = listeners;
     http.addHook('onClose', async () => listeners.close(config.queue.shutdownGrace));
@@ -206,3 +236,19 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
   return { httpUrl, queue, store, domains, composer, stop };
 }
 
+/**
+ * The HTTP side of the intake metrics, from outside the routes: connections as the server sees
+ * them, a send request by its answer (2xx accepted, else refused), a 401 as a failed authentication.
+ */
+function countHttp(http: FastifyInstance, metrics: IntakeMetrics): void {
+  http.server.on('connection', (socket: Socket) => {
+    metrics.connectionOpened('http');
+    socket.once('close', () => metrics.connectionClosed('http'));
+  });
+  http.addHook('onResponse', async (request, reply) => {
+    if (reply.statusCode === 401) metrics.authFailed('http');
+    if (request.method === 'POST' && request.routeOptions.url === '/v3.1/send') {
+      metrics.submitted('http', reply.statusCode < 300 ? 'accepted' : 'refused');
+    }
+  });
+}

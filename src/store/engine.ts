@@ -19,6 +19,8 @@ export interface TransactionOptions {
   durable?: boolean;
 }
 
+export type WriteHealth = { ok: true } | { ok: false; reason: string };
+
 export interface SqlEngine extends SqlExecutor {
   readonly dialect: 'sqlite' | 'postgres';
   /**
@@ -32,5 +34,10 @@ export interface SqlEngine extends SqlExecutor {
   readonly blobType: string;
   /** What this connection did so far (commits, syncs, statements, …), for benchmarks and logs. */
   readonly stats?: Readonly<Record<string, number>>;
+  /**
+   * Whether this connection can still write, from what its own writes met (readiness): never a
+   * write of its own, so asking never waits on a lock another process holds.
+   */
+  writeHealth(): WriteHealth;
   close(): Promise<void>;
 }

@@ -24,6 +24,17 @@ export class MessageReadModel {
     return counts;
   }
 
+  /**
+   * When the oldest message that still has a queued or deferred recipient was accepted, or null
+   * when nothing waits (the metrics' oldest queued age, postfix_exporter's queue age).
+   */
+  async oldestPendingCreatedAt(): Promise<number | null> {
+    const row = await this.#engine.get<{ at: number | null }>(
+      "SELECT MIN(m.created_at) AS at FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.state IN ('queued', 'deferred')",
+    );
+    return row?.at == null ? null : Number(row.at);
+  }
+
   async getMessage(id: string): Promise<MessageView | null> {
     const s = this.#sealer;
     const message = await this.#engine.get<MessageRow>('SELECT * FROM messages WHERE id = ?', [id]);

@@ -51,7 +51,7 @@ import { closeSync, openSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
-import type { SqlEngine, SqlExecutor, SqlValue, TransactionOptions } from './engine.ts';
+import type { SqlEngine, SqlExecutor, SqlValue, TransactionOptions, WriteHealth } from './engine.ts';
 import type { CheckpointMode, CheckpointReply, CheckpointRequest } from './sqlite-checkpointer.ts';
 
 const STATEMENT_CACHE_SIZE = 256;
@@ -94,6 +94,8 @@ export class SqliteEngine implements SqlEngine {
   #ready: Promise<void>;
   #closing: Promise<void> | undefined;
   #failed: Error | undefined;
+  /** Set when BEGIN or COMMIT itself failed (locked past the deadline, read-only, disk full, I/O); cleared by the next commit. */
+  #writeError: string | undefined;
   #lockDeadlineMs: number;
   #checkpointBytes: number;
   // Group commit: commits are numbered; a sync covers every commit numbered before it was issued.
@@ -246,6 +248,13 @@ export class SqliteEngine implements SqlEngine {
     }
   }
 
+  writeHealth(): WriteHealth {
+    if (this.#closing) return { ok: false, reason: `the database ${this.path} is closed` };
+    if (this.#failed) return { ok: false, reason: this.#failed.message };
+    if (this.#writeError) return { ok: false, reason: `the last write to ${this.path} failed: ${this.#writeError}` };
+    return { ok: true };
+  }
+
   async #inTransaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     await this.#whenUnlocked(() => {
       try {
@@ -256,16 +265,26 @@ export class SqliteEngine implements SqlEngine {
         if (isBusy(err)) this.#rollback();
         throw err;
       }
+    }).catch((err: Error) => {
+      this.#writeError = err.message;
+      throw err;
     });
     let result: T;
     try {
       // A BUSY from a statement in here surfaces: the callback has run and may have had effects.
       result = await fn(this.#raw);
-      await this.#whenUnlocked(() => this.#db.exec('COMMIT'));
     } catch (err) {
       this.#rollback();
       throw err;
     }
+    try {
+      await this.#whenUnlocked(() => this.#db.exec('COMMIT'));
+    } catch (err) {
+      this.#writeError = (err as Error).message;
+      this.#rollback();
+      throw err;
+    }
+    this.#writeError = undefined;
     return result;
   }
 

@@ -169,6 +169,10 @@ export class Store {
     return this.messages.countByState();
   }
 
+  oldestPendingCreatedAt(): Promise<number | null> {
+    return this.messages.oldestPendingCreatedAt();
+  }
+
   getMessage(id: string): Promise<MessageView | null> {
     return this.messages.getMessage(id);
   }

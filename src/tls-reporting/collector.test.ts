@@ -34,6 +34,7 @@ function countingEngine(engine: SqlEngine): { engine: SqlEngine; transactions: (
       n++;
       return engine.transaction(fn, options);
     },
+    writeHealth: () => engine.writeHealth(),
     close: () => engine.close(),
   };
   return { engine: wrapped, transactions: () => n };
