@@ -37,6 +37,53 @@ function hasBareLineEnding(message: Buffer): boolean {
   }
 }
 
+/** RFC 5322 §2.1.1: at most 998 octets on a line, CRLF excluded. */
+export const MAX_LINE_OCTETS = 998;
+
+/**
+ * Throws MessageFormatError for a NUL octet anywhere (RFC 5322 §2.2 and §2.3: header and body
+ * characters exclude it; only BINARYMIME, which Lacre does not offer, could carry one) or a line
+ * longer than 998 octets (RFC 5322 §2.1.1 MUST). `message` has CRLF line endings. The messages are
+ * ASCII (they become SMTP reply text) and name the place in words a submitter can find: the
+ * header field, or the body line counted from the body's start (compose's callers may have
+ * prepended trace fields, so a line number of the whole message would not be the client's).
+ */
+export function checkLineForm(message: Buffer): void {
+  const headerEnd = message.indexOf('\r\n\r\n');
+  const bodyStart = headerEnd < 0 ? message.length : headerEnd + 4;
+  const nul = message.indexOf(0);
+  if (nul >= 0) {
+    throw new MessageFormatError(`the message contains a NUL octet (in the ${nul < bodyStart ? 'header section' : 'body'}), which RFC 5322 section 2.3 does not allow`);
+  }
+  // Line by line with indexOf (memchr), as hasBareLineEnding does.
+  for (let start = 0, bodyLine = 0; start < message.length; ) {
+    if (start >= bodyStart) bodyLine++;
+    const lf = message.indexOf(0x0a, start);
+    const end = lf < 0 ? message.length : lf - 1;
+    if (end - start > MAX_LINE_OCTETS) {
+      const where =
+        start < bodyStart
+          ? `a line of the ${JSON.stringify(fieldNameAt(message, start))} header field`
+          : `line ${bodyLine} of the body`;
+      throw new MessageFormatError(`${where} is ${end - start} octets long; RFC 5322 section 2.1.1 allows at most ${MAX_LINE_OCTETS}`);
+    }
+    if (lf < 0) break;
+    start = lf + 1;
+  }
+}
+
+/** The name of the header field whose line starts at `offset` (folded lines belong to the field above). */
+function fieldNameAt(message: Buffer, offset: number): string {
+  let start = offset;
+  while (start > 0 && (message[start] === 0x20 || message[start] === 0x09)) {
+    const previous = message.lastIndexOf('\r\n', start - 3);
+    start = previous < 0 ? 0 : previous + 2;
+  }
+  const line = message.subarray(start, Math.min(message.length, start + 80)).toString('latin1');
+  const colon = line.indexOf(':');
+  return (colon > 0 ? line.slice(0, colon) : line.slice(0, 40)).replace(/[^\x21-\x7e]/g, '?');
+}
+
 export function parseMessage(message: Buffer): ParsedMessage {
   const end = message.indexOf('\r\n\r\n');
   const headerText = (end === -1 ? message : message.subarray(0, end)).toString('latin1');

@@ -4,13 +4,13 @@
 // removes what must not travel (Bcc, Return-Path), DKIM-signs once with every active key of the
 // domain, sets the return path under the domain (SPF alignment, bounces come back to Lacre) and
 // only then hands the message to the queue. Retries send these same signed bytes.
-import addressparser from 'nodemailer/lib/addressparser';
+import emailAddresses from 'email-addresses';
 import type { Queue, Submission, Accepted } from '../queue/queue.ts';
 import { uuidv7 } from '../store/ids.ts';
 import type { SenderDomains, SenderVerdict } from '../domains/sender-domains.ts';
 import { returnPathDomain } from '../domains/dns-records.ts';
 import { dkimSign } from './dkim-signer.ts';
-import { fieldValue, fieldsNamed, makeField, normalizeLineEndings, parseMessage, serializeMessage, MessageFormatError } from './message-headers.ts';
+import { checkLineForm, fieldValue, fieldsNamed, makeField, normalizeLineEndings, parseMessage, serializeMessage, MessageFormatError } from './message-headers.ts';
 import { returnPathAddress } from './return-path.ts';
 
 export type SenderField = 'From' | 'Sender' | 'envelope sender';
@@ -94,7 +94,11 @@ export class Composer {
     const now = this.#clock();
     let parsed;
     try {
-      parsed = parseMessage(normalizeLineEndings(message.content));
+      const normalized = normalizeLineEndings(message.content);
+      // NUL and over-long lines are refused before anything else: receivers truncate, split or
+      // drop such lines, each differently, so what was signed would not be what is read.
+      checkLineForm(normalized);
+      parsed = parseMessage(normalized);
     } catch (err) {
       if (err instanceof MessageFormatError) throw new MessageRejected(err.message);
       throw err;
@@ -105,12 +109,13 @@ export class Composer {
     const fromFields = fieldsNamed(headers, 'From');
     if (fromFields.length === 0) throw new MessageRejected('the message has no From header (RFC 5322 §3.6)');
     if (fromFields.length > 1) throw new MessageRejected('the message has more than one From header (RFC 5322 §3.6)');
-    const from = mailboxes(fieldValue(fromFields[0]));
-    if (from.length === 0) throw new MessageRejected('the From header holds no address');
+    const from = mailboxList('From', fieldValue(fromFields[0]));
     const senderFields = fieldsNamed(headers, 'Sender');
     if (senderFields.length > 1) throw new MessageRejected('the message has more than one Sender header (RFC 5322 §3.6)');
-    const sender = senderFields.length === 1 ? mailboxes(fieldValue(senderFields[0])) : [];
-    if (senderFields.length === 1 && sender.length !== 1) throw new MessageRejected('the Sender header must hold exactly one address');
+    const sender = senderFields.length === 1 ? mailboxList('Sender', fieldValue(senderFields[0])) : [];
+    if (senderFields.length === 1 && sender.length !== 1) {
+      throw notAMailboxList('Sender', 'it must hold exactly one mailbox (RFC 5322 §3.6.2)');
+    }
     if (from.length > 1 && sender.length === 0) {
       throw new MessageRejected('a From header with several addresses needs a Sender header (RFC 5322 §3.6.2)');
     }
@@ -165,10 +170,23 @@ export class Composer {
   }
 }
 
-function mailboxes(value: string): string[] {
-  return (addressparser(value, { flatten: true }) as Array<{ address?: string }>)
-    .map((a) => (a.address ?? '').trim())
-    .filter((a) => a.length > 0);
+/**
+ * The addresses of a From or Sender value, parsed strictly as an RFC 5322 §3.4 mailbox-list
+ * (email-addresses implements the grammar, RFC 6532 UTF-8 included). A lenient parser is the
+ * hole here: nodemailer's addressparser reads `a@sender.test ceo@bank.test` or
+ * `<a@sender.test> <ceo@bank.test>` as one mailbox with a display name, while a receiver's
+ * parser may show the other address, so the domain checked would not be the one shown. Anything
+ * that is not a mailbox-list is refused as a sender we cannot authorise (550 5.7.1, send-0008).
+ * Groups are not mailboxes (RFC 6854 allows them in From only for mail nobody can reply to).
+ */
+function mailboxList(field: 'From' | 'Sender', value: string): string[] {
+  const list = emailAddresses.parseAddressList({ input: value, startAt: 'mailbox-list', rfc6532: true });
+  if (list === null || list.length === 0) throw notAMailboxList(field, 'it is not an RFC 5322 mailbox list (addresses separated by commas)');
+  return list.map((m) => (m.type === 'mailbox' ? m.address : '')).filter((a) => a.length > 0);
+}
+
+function notAMailboxList(field: 'From' | 'Sender', why: string): SenderRefused {
+  return new SenderRefused(field, { allowed: false, reason: 'invalid', domain: '', message: `the ${field} header cannot be checked: ${why}` });
 }
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];

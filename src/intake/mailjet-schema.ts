@@ -263,6 +263,11 @@ function checkMessage(m: z.infer<typeof messageObject>, ctx: z.RefinementCtx): v
   if (m.TrackClicks === 'enabled') fail(ctx, 'mj-0005', 'Lacre never rewrites links to track clicks: use "disabled" or "account_default".', ['TrackClicks']);
   if (m.URLTags) fail(ctx, 'mj-0005', 'Lacre does not rewrite links: URLTags must be empty.', ['URLTags']);
   if (m.Subject !== undefined && /[\r\n\0]/.test(m.Subject)) fail(ctx, 'mj-0005', 'the Subject contains a line break or NUL', ['Subject']);
+  // RFC 5322 §2.3: a body carries no NUL. The MIME encoding would hide it (=00 in quoted-printable)
+  // and hand it to the reader's client anyway, so it is refused here, as SMTP submission refuses it.
+  for (const part of ['TextPart', 'HTMLPart'] as const) {
+    if (m[part]?.includes('\0')) fail(ctx, 'mj-0005', `${part} contains a NUL character, which a message cannot carry (RFC 5322 §2.3)`, [part]);
+  }
   let bytes = 0;
   for (const a of [...(m.Attachments ?? []), ...(m.InlinedAttachments ?? [])]) bytes += base64DecodedLength(a.Base64Content);
   if (bytes > LIMITS.attachmentBytes) {

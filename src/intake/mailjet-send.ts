@@ -219,6 +219,9 @@ export class MailjetSend {
       if (parts.subject !== undefined && /[\r\n\0]/.test(parts.subject)) {
         errors.push(mailjetError('mj-0005', 'the Subject contains a line break or NUL once its variables are filled in', ['Subject', 'Variables']));
       }
+      for (const [field, text] of [['TextPart', parts.text], ['HTMLPart', parts.html]] as const) {
+        if (text?.includes('\0')) errors.push(mailjetError('mj-0005', `${field} contains a NUL character once its variables are filled in (RFC 5322 §2.3)`, [field, 'Variables']));
+      }
       if (errors.length > 0) return { Errors: errors, Status: 'error' };
     }
 

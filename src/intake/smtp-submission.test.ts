@@ -740,3 +740,77 @@ test('swaks: without TLS no AUTH is offered, so swaks never sends the secret, an
     await r.close();
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// Hardening: what a submitter writes must mean one thing to every reader.
+
+test('a From or Sender that is not an RFC 5322 mailbox list is refused with 550 5.7.1; each mailbox of a valid list is checked', async () => {
+  const r = await rig();
+  const d = await ready(r);
+  const submit = async (headers: string) => {
+    assert.equal((await d.command('MAIL FROM:<orders@shop.test>')).code, 250);
+    assert.equal((await d.command('RCPT TO:<a@rcpt.test>')).code, 250);
+    assert.equal((await d.command('DATA')).code, 354);
+    d.write(`${message(`${headers}\nTo: a@rcpt.test\nSubject: hi`)}.\r\n`);
+    return d.reply();
+  };
+  try {
+    // A lenient parser reads the second address as a display name; others see two mailboxes.
+    for (const from of ['From: <orders@shop.test> <ceo@bank.test>', 'From: orders@shop.test ceo@bank.test', 'From: ceo@bank.test <orders@shop.test>', 'From: Group: orders@shop.test;']) {
+      const reply = await submit(from);
+      assert.equal(reply.code, 550, `${from}: ${reply.lines.join('\n')}`);
+      assert.match(reply.text, /^5\.7\.1 From: the From header cannot be checked: it is not an RFC 5322 mailbox list/, from);
+    }
+    const badSender = await submit('From: orders@shop.test\nSender: <orders@shop.test> <ceo@bank.test>');
+    assert.equal(badSender.code, 550);
+    assert.match(badSender.text, /^5\.7\.1 Sender: the Sender header cannot be checked/);
+    // A valid list: every mailbox must be under a verified domain, not only the first.
+    const second = await submit('From: orders@shop.test, "Bank" <ceo@bank.test>\nSender: orders@shop.test');
+    assert.equal(second.code, 550);
+    assert.match(second.text, /^5\.7\.1 From: sender domain bank\.test is not registered/);
+    assert.equal(await messageCount(r), 0);
+    // Two mailboxes of the verified domain, with a Sender, and display names with specials quoted, are fine.
+    const ok = await submit('From: "Orders, Shop" <orders@shop.test>, sales@shop.test (Sales)\nSender: orders@shop.test');
+    assert.equal(ok.code, 250, ok.lines.join('\n'));
+    assert.equal(await messageCount(r), 1);
+  } finally {
+    d.close();
+    await r.close();
+  }
+});
+
+test('a NUL octet or a line over 998 octets is refused at the end of DATA with 550 5.6.0; 998 octets pass', async () => {
+  const r = await rig();
+  const d = await ready(r);
+  const submit = async (body: string) => {
+    assert.equal((await d.command('MAIL FROM:<orders@shop.test>')).code, 250);
+    assert.equal((await d.command('RCPT TO:<a@rcpt.test>')).code, 250);
+    assert.equal((await d.command('DATA')).code, 354);
+    d.write(`${message('From: orders@shop.test\nTo: a@rcpt.test\nSubject: lines', body)}.\r\n`);
+    return d.reply();
+  };
+  try {
+    const nul = await submit('before\0after\r\n');
+    assert.equal(nul.code, 550, nul.lines.join('\n'));
+    assert.match(nul.text, /^5\.6\.0 the message contains a NUL octet/);
+    const long = await submit(`short\r\n${'x'.repeat(5_000)}\r\n`);
+    assert.equal(long.code, 550, long.lines.join('\n'));
+    assert.match(long.text, /^5\.6\.0 line 2 of the body is 5000 octets long; RFC 5322 section 2\.1\.1 allows at most 998$/);
+    const normal = await submit('a line\r\n');
+    assert.equal(normal.code, 250, 'a normal message between refusals is accepted');
+    assert.equal((await d.command('MAIL FROM:<orders@shop.test>')).code, 250);
+    assert.equal((await d.command('RCPT TO:<a@rcpt.test>')).code, 250);
+    assert.equal((await d.command('DATA')).code, 354);
+    d.write(`${message(`From: orders@shop.test\nTo: a@rcpt.test\nX-Long: ${'h'.repeat(1_000)}`)}.\r\n`);
+    const header = await d.reply();
+    assert.equal(header.code, 550);
+    assert.match(header.text, /^5\.6\.0 a line of the "X-Long" header field is 1008 octets long/);
+    assert.equal(await messageCount(r), 1);
+    const edge = await submit(`${'x'.repeat(998)}\r\n`);
+    assert.equal(edge.code, 250, edge.lines.join('\n'));
+    assert.equal(await messageCount(r), 2);
+  } finally {
+    d.close();
+    await r.close();
+  }
+});

@@ -15,7 +15,8 @@ import { tempDir } from '../../../test/harness/temp-data.ts';
 import { basicAuth, message, queuedCount, sendApiRig, type SendApiRig } from '../../../test/harness/send-api.ts';
 import { Resolver } from '../../dns/resolver.ts';
 import { nodeStyleResolver } from '../../dns/node-style.ts';
-import { fieldsNamed, parseMessage } from '../../compose/message-headers.ts';
+import emailAddresses from 'email-addresses';
+import { fieldValue, fieldsNamed, parseMessage } from '../../compose/message-headers.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const FIXTURE = join(import.meta.dirname, '../../../test/fixtures/node-mailjet-client.ts');
@@ -527,6 +528,57 @@ test('GET /openapi.json describes the API without credentials, with the request 
     assert.ok(doc.paths['/v3/REST/message/{MessageID}'].get);
     assert.ok(doc.paths['/v1/messages/{id}'].get);
     assert.deepEqual(doc.components.securitySchemes.basic, { type: 'http', scheme: 'basic' });
+  } finally {
+    await r.close();
+  }
+});
+
+test('over a socket: display names that carry addresses still compose to one verified mailbox; NUL, other addresses and over-long lines are refused', async () => {
+  const r = await sendApiRig();
+  await r.app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = r.app.server.address() as import('node:net').AddressInfo;
+  const send = async (m: Record<string, unknown>) => {
+    const response = await fetch(`http://127.0.0.1:${port}/v3.1/send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: basicAuth(r.sender) },
+      body: JSON.stringify({ Messages: [message(m)] }),
+    });
+    return { status: response.status, body: (await response.json()) as { Messages: Array<{ Status: string; Errors?: Array<Record<string, unknown>>; To: Array<{ MessageUUID: string }> }> } };
+  };
+  try {
+    // The composed From is parsed strictly too (compose is shared with SMTP): the names are quoted,
+    // so the only mailbox is the verified one, as every reader sees it.
+    for (const Name of ['<ceo@bank.test>', 'orders@shop.test ceo@bank.test', 'x <ceo@bank.test>, y']) {
+      const sent = await send({ From: { Email: 'orders@shop.test', Name } });
+      assert.equal(sent.status, 200, JSON.stringify(sent.body));
+      const ref = await r.data.store.sendApi.byRecipientId(sent.body.Messages[0].To[0].MessageUUID);
+      const from = fieldValue(fieldsNamed(parseMessage((await r.data.store.messageContent(ref!.messageId))!).headers, 'From')[0]);
+      const list = emailAddresses.parseAddressList({ input: from, startAt: 'mailbox-list', rfc6532: true });
+      assert.deepEqual(list?.map((m) => (m.type === 'mailbox' ? m.address : m.name)), ['orders@shop.test'], from);
+    }
+    // The MIME builder folds a long value with no space in it onto a line of its own after the
+    // name: 997 characters make a line of 998 octets, which passes.
+    const edge = await send({ Headers: { 'X-Tag': 'h'.repeat(997) } });
+    assert.equal(edge.status, 200, JSON.stringify(edge.body));
+    const queued = await queuedCount(r.data);
+    const cases: Array<[string, Record<string, unknown>, number, string, string]> = [
+      ['two addresses in Email', { From: { Email: 'orders@shop.test ceo@bank.test' } }, 400, 'mj-0013', 'From.Email'],
+      ['an address of another domain', { From: { Email: 'ceo@bank.test', Name: 'orders@shop.test' } }, 403, 'send-0008', 'From'],
+      ['NUL in TextPart', { TextPart: 'before\0after' }, 400, 'mj-0005', 'TextPart'],
+      ['NUL in HTMLPart', { HTMLPart: '<p>\0</p>' }, 400, 'mj-0005', 'HTMLPart'],
+      ['NUL from a variable', { TemplateLanguage: true, TextPart: 'Hi {{var:name}}', Variables: { name: 'a\0b' } }, 400, 'mj-0005', 'TextPart'],
+      ['NUL in a header value', { Headers: { 'X-Tag': 'a\0b' } }, 400, 'mj-0005', 'Headers["X-Tag"]'],
+      // Within the value limit (998), but the folded line is 999 octets once encoded: compose finds
+      // it in the built bytes (RFC 5322 §2.1.1).
+      ['a header line over 998 octets after encoding', { Headers: { 'X-Tag': 'h'.repeat(998) } }, 400, 'mj-0005', ''],
+    ];
+    for (const [what, m, status, code, related] of cases) {
+      const response = await send(m);
+      assert.equal(response.status, status, `${what}: ${JSON.stringify(response.body)}`);
+      const [error] = response.body.Messages[0].Errors!;
+      assertMailjetError(error, code, status, related === '' ? undefined : related);
+    }
+    assert.equal(await queuedCount(r.data), queued, 'nothing refused was queued');
   } finally {
     await r.close();
   }
