@@ -22,6 +22,7 @@ import { registerTlsRptCommands } from './commands/tlsrpt.ts';
 import { registerMessageCommands } from './commands/messages.ts';
 import { registerSuppressionCommands } from './commands/suppressions.ts';
 import { registerAuditCommands } from './commands/audit.ts';
+import { registerQueueCommands } from './commands/queue.ts';
 
 program
   .command('serve')
@@ -157,5 +158,6 @@ registerTlsRptCommands(program);
 registerMessageCommands(program);
 registerSuppressionCommands(program);
 registerAuditCommands(program);
+registerQueueCommands(program);
 
 await runCommandLine(process.argv);

@@ -57,7 +57,9 @@ export class MessageReadModel {
       address: s.openString(r.address_sealed, ctx('recipients', 'address_sealed')),
       state: r.state,
       attemptCount: Number(r.attempt_count),
-      nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? iso(r.next_attempt_at) : null,
+      // A held recipient has no next attempt until it is released.
+      nextAttemptAt: (r.state === 'queued' || r.state === 'deferred') && r.held_at === null ? iso(r.next_attempt_at) : null,
+      heldAt: iso(r.held_at),
       reason: r.reason_sealed ? s.openString(r.reason_sealed, ctx('recipients', 'reason_sealed')) : null,
       updatedAt: iso(r.updated_at)!,
       finalizedAt: iso(r.finalized_at),
@@ -94,6 +96,7 @@ interface RecipientRow {
   state: RecipientState;
   attempt_count: number;
   next_attempt_at: number;
+  held_at: number | null;
   reason_sealed: Uint8Array | null;
   updated_at: number;
   finalized_at: number | null;

@@ -379,6 +379,18 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX suppressions_created ON suppressions (created_at)`,
     ],
   },
+  {
+    version: 14,
+    name: 'queue-hold',
+    statements: () => [
+      // `lacre queue hold` (Postfix's `postsuper -h`): a held recipient keeps its state (queued or
+      // deferred) and is marked here; its next attempt time is pushed to the end of time, so the
+      // claim's index walk never meets it and needs no extra condition. held_remaining_ms is the
+      // message's lifetime left when it was held: release gives it back (the expiry clock stops).
+      `ALTER TABLE recipients ADD COLUMN held_at BIGINT`,
+      `ALTER TABLE recipients ADD COLUMN held_remaining_ms BIGINT`,
+    ],
+  },
 ];
 
 export async function migrate(engine: SqlEngine): Promise<number[]> {

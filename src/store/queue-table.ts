@@ -6,6 +6,9 @@
 //     token fences every later write, so a worker that lost its lease cannot record anything.
 //   - Verdicts: the recipient's new state, the attempt, and everything the verdict sets off (DSN,
 //     suppression through suppressions-table.ts, events and their webhook outbox rows) in one transaction.
+//   - Operators' actions (retry, hold, release, delete, bounce now): judged row by row inside the
+//     transaction that applies them, by a decision handed in (queue/actions.ts), and fenced like a
+//     claim: a row under a live lease is never touched; a bounce goes through the verdict path.
 import type { Sealer } from '../sealing/sealer.ts';
 import { domainOf } from '../mail/address.ts';
 import type { SqlEngine, SqlExecutor } from './engine.ts';
@@ -14,7 +17,7 @@ import type { EventsTable } from './events-table.ts';
 import type { SuppressionsTable } from './suppressions-table.ts';
 import { sealedContext as ctx } from './sealed-columns.ts';
 import { allocatePublicIds } from './send-api-table.ts';
-import type { AttemptResult, ClaimedRecipient, NewMessage } from './records.ts';
+import type { AttemptResult, ClaimedRecipient, NewMessage, RecipientState } from './records.ts';
 
 /** What else an attempt's verdict commits with it. */
 export interface AttemptEffects {
@@ -47,6 +50,52 @@ export interface ClaimOptions {
    * the window of `limit` due recipients was full: more work may wait behind it.
    */
   pick?: (candidates: ClaimCandidate[], full: boolean) => string[];
+}
+
+/**
+ * A held recipient's next attempt time: the end of time (the largest valid Date), so it sorts after
+ * every due recipient in the claim's index and is never due. Release sets a real time again.
+ */
+export const HELD_NEXT_ATTEMPT_AT = 8_640_000_000_000_000;
+
+/** How a recipient stands for an operator's action (the input of queue/actions.ts's table). */
+export interface ActionStanding {
+  state: RecipientState;
+  held: boolean;
+  /** Under a live lease: a worker is delivering it right now. */
+  leased: boolean;
+}
+
+export type ActionChange = 'due-now' | 'hold' | 'release' | 'delete' | 'bounce';
+export type ActionVerdict = { kind: 'apply'; change: ActionChange } | { kind: 'refuse'; code: string; reason: string };
+
+/** A recipient as an operator's action reads it first (to build a DSN for a bounce, say). */
+export interface ActionTarget extends ActionStanding {
+  recipientId: string;
+  messageId: string;
+  /** MessageID in the send API. */
+  publicId: number | null;
+  address: string;
+  domain: string;
+  domainHash: string;
+  attemptCount: number;
+  sender: string | null;
+  requireTls: boolean;
+  createdAt: number;
+  expiresAt: number;
+}
+
+/** What a bounce-now commits beside the recipient's new state: the verdict's reason and the DSN. */
+export interface OperatorBounce {
+  reason: string;
+  enhancedCode: string;
+  dsn: NewMessage | null;
+}
+
+export interface ActionOutcome {
+  recipientId: string;
+  before: { state: RecipientState; held: boolean };
+  verdict: ActionVerdict;
 }
 
 export class QueueTable {
@@ -339,6 +388,169 @@ export class QueueTable {
     );
   }
 
+  /**
+   * Every recipient of a message (or the one named), as an operator's action reads them before it
+   * runs: states, holds, live leases, and what a DSN needs. Nothing here is a decision yet.
+   */
+  async actionTargets(messageId: string, recipientId: string | null, now: number): Promise<ActionTarget[]> {
+    const rows = await this.#engine.all<TargetRow>(
+      `SELECT r.id, r.message_id, r.public_id, r.address_sealed, r.domain_hash, r.state, r.held_at, r.lease_expires_at, r.attempt_count,
+              m.sender_sealed, m.require_tls, m.created_at, m.expires_at
+         FROM recipients r JOIN messages m ON m.id = r.message_id
+        WHERE r.message_id = ?${recipientId === null ? '' : ' AND r.id = ?'}
+        ORDER BY r.position`,
+      recipientId === null ? [messageId] : [messageId, recipientId],
+    );
+    return rows.map((row) => {
+      const address = this.#sealer.openString(row.address_sealed, ctx('recipients', 'address_sealed'));
+      return {
+        recipientId: row.id,
+        messageId: row.message_id,
+        publicId: row.public_id === null ? null : Number(row.public_id),
+        address,
+        domain: domainOf(address),
+        domainHash: row.domain_hash,
+        state: row.state,
+        held: row.held_at !== null,
+        leased: row.lease_expires_at !== null && Number(row.lease_expires_at) > now,
+        attemptCount: Number(row.attempt_count),
+        sender: row.sender_sealed ? this.#sealer.openString(row.sender_sealed, ctx('messages', 'sender_sealed')) : null,
+        requireTls: Number(row.require_tls) === 1,
+        createdAt: Number(row.created_at),
+        expiresAt: Number(row.expires_at),
+      };
+    });
+  }
+
+  /**
+   * Applies an operator's action to these recipients of one message inside the caller's
+   * transaction (which also writes the audit line). Each row is read again here and judged by
+   * `decide` as it stands now, so a row a worker claimed meanwhile is refused, not raced. Every
+   * write is fenced as well: pending, and no live lease. A lease that ran out (dead worker) is
+   * taken over like a claim does, its attempt closed as abandoned. `bounces` holds the prepared
+   * DSN per recipient for a bounce; a bounce is recorded through the same verdict code as the
+   * runner's (#completeAttempt and the events it causes), under a lease the action takes for it.
+   * Returns each recipient's outcome and whether the message itself was removed (delete, when no
+   * recipient is left).
+   */
+  async applyActionIn(
+    tx: SqlExecutor,
+    input: {
+      messageId: string;
+      recipientIds: readonly string[];
+      now: number;
+      /** Who acts, recorded as the worker of a bounce's attempt. */
+      actor: string;
+      decide: (standing: ActionStanding) => ActionVerdict;
+      bounces?: ReadonlyMap<string, OperatorBounce>;
+    },
+  ): Promise<{ outcomes: ActionOutcome[]; messageRemoved: boolean }> {
+    const { messageId, now } = input;
+    const outcomes: ActionOutcome[] = [];
+    const verdicts: Array<{ result: AttemptResult; suppressed: boolean }> = [];
+    let deleted = 0;
+    const FREE = `state IN ('queued', 'deferred') AND (lease_expires_at IS NULL OR lease_expires_at <= ?)`;
+    for (const id of input.recipientIds) {
+      const row = await tx.get<{ state: RecipientState; held_at: number | null; held_remaining_ms: number | null; lease_token: string | null; lease_expires_at: number | null }>(
+        'SELECT state, held_at, held_remaining_ms, lease_token, lease_expires_at FROM recipients WHERE id = ? AND message_id = ?',
+        [id, messageId],
+      );
+      if (!row) continue;
+      const standing = { state: row.state, held: row.held_at !== null, leased: row.lease_expires_at !== null && Number(row.lease_expires_at) > now };
+      let verdict = input.decide(standing);
+      const bounce = input.bounces?.get(id);
+      // Pending now but not when the action read it: no DSN was prepared, so it must be asked again.
+      if (verdict.kind === 'apply' && verdict.change === 'bounce' && !bounce) {
+        verdict = { kind: 'refuse', code: 'in-delivery', reason: 'changed while the action ran, try again' };
+      }
+      outcomes.push({ recipientId: id, before: { state: row.state, held: standing.held }, verdict });
+      if (verdict.kind !== 'apply') continue;
+      // A dead worker's attempt is closed as a claim would close it; its late verdict is fenced out.
+      if (row.lease_token) {
+        await tx.run(`UPDATE attempts SET ended_at = ?, outcome = 'abandoned' WHERE id = ? AND ended_at IS NULL`, [now, row.lease_token]);
+      }
+      const clearLease = 'lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL';
+      let changes = 0;
+      switch (verdict.change) {
+        case 'due-now':
+          ({ changes } = await tx.run(
+            `UPDATE recipients SET next_attempt_at = ?, updated_at = ?, ${clearLease} WHERE id = ? AND held_at IS NULL AND ${FREE}`,
+            [now, now, id, now],
+          ));
+          break;
+        case 'hold': {
+          // The lifetime left now is what release gives back: the expiry clock stops while held.
+          ({ changes } = await tx.run(
+            `UPDATE recipients SET held_at = ?, next_attempt_at = ?, updated_at = ?, ${clearLease},
+                    held_remaining_ms = (SELECT MAX(expires_at - ?, 0) FROM messages WHERE id = ?)
+              WHERE id = ? AND held_at IS NULL AND ${FREE}`,
+            [now, HELD_NEXT_ATTEMPT_AT, now, now, messageId, id, now],
+          ));
+          break;
+        }
+        case 'release':
+          ({ changes } = await tx.run(
+            `UPDATE recipients SET held_at = NULL, held_remaining_ms = NULL, next_attempt_at = ?, updated_at = ?, ${clearLease}
+              WHERE id = ? AND held_at IS NOT NULL AND ${FREE}`,
+            [now, now, id, now],
+          ));
+          // The expiry is the message's: it ends no earlier than the lifetime this recipient had
+          // left when held, counted from now (never shortened, so releasing one recipient of
+          // several held ones cannot cut another's time).
+          if (changes === 1 && row.held_remaining_ms !== null) {
+            await tx.run('UPDATE messages SET expires_at = MAX(expires_at, ?) WHERE id = ?', [now + Number(row.held_remaining_ms), messageId]);
+          }
+          break;
+        case 'delete':
+          ({ changes } = await tx.run(`DELETE FROM recipients WHERE id = ? AND ${FREE}`, [id, now]));
+          deleted += changes;
+          break;
+        case 'bounce': {
+          // Taken under a lease of the action's own, so the runner's verdict code (fenced by the
+          // token) records it: the same state change, attempt, DSN and events as a real bounce.
+          const token = uuidv7(now);
+          ({ changes } = await tx.run(
+            `UPDATE recipients SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, attempt_count = attempt_count + 1,
+                    held_at = NULL, held_remaining_ms = NULL, updated_at = ?
+              WHERE id = ? AND ${FREE}`,
+            [input.actor, token, now + 60_000, now, id, now],
+          ));
+          if (changes !== 1) break;
+          await tx.run('INSERT INTO attempts (id, recipient_id, message_id, worker, started_at) VALUES (?, ?, ?, ?, ?)', [token, id, messageId, input.actor, now]);
+          const result: AttemptResult = {
+            recipientId: id,
+            attemptId: token,
+            outcome: 'bounced',
+            state: 'bounced',
+            nextAttemptAt: now,
+            reason: bounce!.reason,
+            replyCode: null,
+            enhancedCode: bounce!.enhancedCode,
+            detail: {},
+            endedAt: now,
+          };
+          const kept = await this.#completeAttempt(tx, result, bounce!.dsn ? { enqueue: bounce!.dsn } : {});
+          if (!kept) throw new Error(`bouncing recipient ${id} lost its own lease`);
+          verdicts.push({ result, suppressed: false });
+          break;
+        }
+      }
+      // Read and judged in this transaction, so the fence cannot fail; if it did, say so.
+      if (changes !== 1) outcomes[outcomes.length - 1].verdict = { kind: 'refuse', code: 'in-delivery', reason: 'changed while the action ran, try again' };
+    }
+    await this.#events.recordVerdicts(tx, verdicts);
+    let messageRemoved = false;
+    if (deleted > 0) {
+      const left = await tx.get<{ n: number }>('SELECT COUNT(*) AS n FROM recipients WHERE message_id = ?', [messageId]);
+      if (Number(left?.n ?? 0) === 0) {
+        // Nothing remains: the message goes with its content and events (ON DELETE CASCADE).
+        await tx.run('DELETE FROM messages WHERE id = ?', [messageId]);
+        messageRemoved = true;
+      }
+    }
+    return { outcomes, messageRemoved };
+  }
+
   async messageContent(messageId: string): Promise<Buffer | null> {
     const row = await this.#engine.get<{ content_sealed: Uint8Array }>('SELECT content_sealed FROM message_contents WHERE message_id = ?', [
       messageId,
@@ -380,6 +592,22 @@ interface CandidateRow {
   lease_token: string | null;
   domain_hash: string;
   message_id: string;
+}
+
+interface TargetRow {
+  id: string;
+  message_id: string;
+  public_id: number | null;
+  address_sealed: Uint8Array;
+  domain_hash: string;
+  state: RecipientState;
+  held_at: number | null;
+  lease_expires_at: number | null;
+  attempt_count: number;
+  sender_sealed: Uint8Array | null;
+  require_tls: number;
+  created_at: number;
+  expires_at: number;
 }
 
 interface ClaimRow {

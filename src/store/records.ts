@@ -182,6 +182,8 @@ export interface RecipientView {
   state: RecipientState;
   attemptCount: number;
   nextAttemptAt: string | null;
+  /** Set while an operator holds it (`lacre queue hold`): not delivered until released. */
+  heldAt: string | null;
   reason: string | null;
   updatedAt: string;
   finalizedAt: string | null;

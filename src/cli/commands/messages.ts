@@ -24,7 +24,7 @@ export function registerMessageCommands(program: Command): void {
         [
           `message ${view.id}  created ${view.createdAt}  ${view.size} bytes  from ${view.sender ?? '<>'}${view.requireTls ? '  REQUIRETLS' : ''}`,
           ...view.recipients.flatMap((r) => [
-            `  ${r.address}  ${r.state}  attempts ${r.attemptCount}` +
+            `  ${r.address}  ${r.state}${r.heldAt ? `  held since ${r.heldAt}` : ''}  attempts ${r.attemptCount}` +
               (r.nextAttemptAt ? `  next ${r.nextAttemptAt}` : '') +
               (r.reason ? `  (${r.reason})` : ''),
             ...r.attempts.map((a) => `    ${a.startedAt}  ${a.outcome ?? 'in flight'}  ${describeAttempt(a.detail)}`),
