@@ -79,3 +79,10 @@ test('tlsrpt show exits 2 with a clear message for a bad date, a bad domain or a
     assert.equal(result.stdout, '');
   }
 });
+
+test('tlsrpt show says counting is off when LACRE_TLSRPT_COUNT=false, and how to turn it on', async () => {
+  const result = lacre(['tlsrpt', 'show', '--domain', 'other.test', '--date', '2026-04-01'], { LACRE_DATA_DIR: await seededDataDir(), LACRE_TLSRPT_COUNT: 'false' });
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /TLS session counting is off \(tlsReporting\.count, LACRE_TLSRPT_COUNT=false\).*turn it on and restart lacre serve/);
+});
+

@@ -32,6 +32,7 @@ export const ENV_SETTINGS: ReadonlyArray<{ env: string; path: string[]; list?: b
   { env: 'LACRE_MTA_STS_PORT', path: ['tls', 'mtaSts', 'port'] },
   { env: 'LACRE_MTA_STS_FETCH_TIMEOUT', path: ['tls', 'mtaSts', 'fetchTimeout'] },
   { env: 'LACRE_MTA_STS_REFRESH_INTERVAL', path: ['tls', 'mtaSts', 'refreshInterval'] },
+  { env: 'LACRE_TLSRPT_COUNT', path: ['tlsReporting', 'count'] },
   { env: 'LACRE_TLSRPT_ENABLED', path: ['tlsReporting', 'enabled'] },
   { env: 'LACRE_TLSRPT_ORGANIZATION', path: ['tlsReporting', 'organizationName'] },
   { env: 'LACRE_TLSRPT_FROM', path: ['tlsReporting', 'from'] },

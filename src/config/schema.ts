@@ -159,8 +159,14 @@ export const configSchema = z
     tlsReporting: z
       .object({
         /**
-         * Count TLS sessions per recipient domain and send the daily RFC 8460 reports to domains
-         * that ask for them. `from` must then be an address under a verified sender domain.
+         * Count TLS sessions per recipient domain (RFC 8460 §4 result types, one row per domain
+         * and day): what `lacre tlsrpt show` and TLS coverage read. On by default; no report is
+         * sent unless `enabled`.
+         */
+        count: booleanFlag().default(true),
+        /**
+         * Send the daily RFC 8460 reports to domains that ask for them. `from` must then be an
+         * address under a verified sender domain.
          */
         enabled: booleanFlag().default(false),
         /** RFC 8460 §4.4 organization-name; the host name when unset. */
@@ -176,7 +182,10 @@ export const configSchema = z
       .refine((t) => !t.enabled || t.from !== undefined, {
         message: 'tlsReporting.from (LACRE_TLSRPT_FROM) is required when TLS reporting is enabled: an address under a verified sender domain',
       })
-      .default({ enabled: false, httpsTimeout: 30_000 }),
+      .refine((t) => !t.enabled || t.count, {
+        message: 'tlsReporting.enabled (LACRE_TLSRPT_ENABLED) sends reports built from the session counts: leave tlsReporting.count (LACRE_TLSRPT_COUNT) on',
+      })
+      .default({ count: true, enabled: false, httpsTimeout: 30_000 }),
     delivery: z
       .object({
         routes: keyValueSetting('delivery.routes', parseRoutes).default({}),

@@ -21,7 +21,8 @@ import { resolverLookup, vetWebhookUrl } from '../events/url-guard.ts';
 import { policySourcesFrom, resolverFrom } from './wiring.ts';
 import { TlsRptTable } from '../store/tlsrpt-table.ts';
 import { TlsReportCollector } from '../tls-reporting/collector.ts';
-import { TlsReporter } from '../tls-reporting/reporter.ts';
+import { TLSRPT_RETENTION_DAYS, TlsReporter } from '../tls-reporting/reporter.ts';
+import { addDays, DAY_MS, utcDay } from '../tls-reporting/days.ts';
 import type { WriteHealth } from '../store/engine.ts';
 import type { KeyringStatus } from '../sealing/sealer.ts';
 import { DeliveryMetrics, type MetricsJson } from './metrics.ts';
@@ -61,8 +62,9 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
       ca,
       logger: logger.child({ component: 'mta-sts' }),
     });
-    // RFC 8460: sessions are counted only when reporting is on, so nothing is kept that is never used.
-    const tlsRpt = config.tlsReporting.enabled
+    // Sessions are counted by default (one row per recipient domain and day, no addresses), so
+    // `lacre tlsrpt show` and TLS coverage work out of the box; reports go out only when enabled.
+    const tlsRpt = config.tlsReporting.count
       ? tlsReportingFrom(config, { store, queue, resolver, ca, logger, sealer, queued: () => runner.nudge() })
       : null;
     const agent = new SmtpDeliveryAgent({
@@ -106,7 +108,7 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
     });
     runner.start();
     webhookDispatcher.start();
-    tlsRpt?.reporter.start();
+    tlsRpt?.reporter?.start();
     let stopping: Promise<{ finished: number; released: number }> | null = null;
     return {
       nudge: () => runner.nudge(),
@@ -121,7 +123,8 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
           await agent.close();
           // After the runner: its last verdicts may have added outbox rows; the rest wait in the outbox.
           await webhookDispatcher.stop(graceMs);
-          await tlsRpt?.reporter.stop();
+          await tlsRpt?.reporter?.stop();
+          if (tlsRpt?.pruner) clearInterval(tlsRpt.pruner);
           await tlsRpt?.collector.close();
           // What the bench reads per message (bench/lib/phases.ts): this thread's own connection.
           logger.info({ thread: 'delivery', database: store.engine.stats }, 'database statistics');
@@ -140,13 +143,22 @@ export async function startDeliveryStage(options: { config: Config; logger: Logg
 function tlsReportingFrom(
   config: Config,
   deps: { store: Store; queue: Queue; resolver: Resolver; ca: string[]; logger: Logger; sealer: Sealer; queued: () => void },
-): { collector: TlsReportCollector; reporter: TlsReporter } {
+): { collector: TlsReportCollector; reporter: TlsReporter | null; pruner: NodeJS.Timeout | null } {
   const table = new TlsRptTable(deps.store.engine, deps.store.sealer);
   const log = deps.logger.child({ component: 'tls-reporting' });
   const collector = new TlsReportCollector({
     table,
     onError: (err) => log.warn({ err: { message: (err as Error).message } }, 'TLS-RPT counts kept for the next flush'),
   });
+  if (!config.tlsReporting.enabled) {
+    // Counting only: nothing sends, so keep the counts as long as the reporter would, and no longer.
+    const prune = () =>
+      table.pruneBefore(addDays(utcDay(Date.now()), -TLSRPT_RETENTION_DAYS)).catch((err) => log.warn({ err: { message: (err as Error).message } }, 'pruning old TLS session counts failed'));
+    void prune();
+    const pruner = setInterval(prune, DAY_MS / 4);
+    pruner.unref();
+    return { collector, reporter: null, pruner };
+  }
   // Reports travel like any mail: through compose (DKIM-signed, RFC 8460 §5.3.1) and the queue.
   const domains = new SenderDomains({
     store: deps.store,
@@ -178,5 +190,5 @@ function tlsReportingFrom(
     flush: () => collector.flush(),
     logger: log,
   });
-  return { collector, reporter };
+  return { collector, reporter, pruner: null };
 }

@@ -189,3 +189,15 @@ test('sealing rotate-key beside the running server: it keeps sending, reading an
   assert.equal(after.currentKeyId, result.currentKeyId);
   assert.deepEqual(Object.keys(after.valuesByKey), [result.currentKeyId]);
 });
+
+test('TLS sessions are counted by default: after serve stops, tlsrpt show reports the deliveries to rcpt.test', async () => {
+  assert.equal(await serve!.stop(), 0);
+  serve = undefined;
+  const today = new Date().toISOString().slice(0, 10);
+  const shown = await lacreCli(['tlsrpt', 'show', '--domain', 'rcpt.test', '--date', today, '--json']);
+  assert.equal(shown.code, 0, shown.stderr);
+  const report = JSON.parse(shown.stdout) as { policies: Array<{ summary: Record<string, number> }> };
+  const successes = report.policies.reduce((n, p) => n + p.summary['total-successful-session-count'], 0);
+  assert.ok(successes >= 1, shown.stdout);
+});
+

@@ -84,11 +84,14 @@ export type ReportOutcome =
   /** Already done, out of attempts, or being sent by another run. */
   | { day: string; domain: string; state: 'skipped' };
 
+/** How long TLS session counts are kept, sent or not (the CLI shows a month back). */
+export const TLSRPT_RETENTION_DAYS = 30;
+
 const DEFAULTS = {
   httpsTimeoutMs: 30_000,
   maxAttempts: 5,
   catchUpDays: 7,
-  retentionDays: 30,
+  retentionDays: TLSRPT_RETENTION_DAYS,
   retryDelayMs: 3_600_000,
   leaseMs: 120_000,
 };

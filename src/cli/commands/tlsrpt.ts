@@ -26,7 +26,12 @@ export function registerTlsRptCommands(program: Command): void {
       const shown = await withStore(async (store, cfg) => {
         const table = new TlsRptTable(store.engine, store.sealer);
         const report = await previewReport(table, reportIdentity(cfg), domain, opts.date);
-        if (!report) throw new CliError(`no TLS sessions with ${domain} were counted on ${opts.date} (UTC)`);
+        if (!report) {
+          if (!cfg.tlsReporting.count) {
+            throw new CliError(`TLS session counting is off (tlsReporting.count, LACRE_TLSRPT_COUNT=false), so nothing is counted for ${domain}; turn it on and restart lacre serve`);
+          }
+          throw new CliError(`no TLS sessions with ${domain} were counted on ${opts.date} (UTC)`);
+        }
         return { report, state: await table.report(opts.date, table.domainHash(domain)) };
       }, 'existing');
       print(!!opts.json, shown.report, () => describe(shown.report, shown.state));
