@@ -23,6 +23,7 @@ import { registerMessageCommands } from './commands/messages.ts';
 import { registerSuppressionCommands } from './commands/suppressions.ts';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerQueueCommands } from './commands/queue.ts';
+import { registerSinkCommand } from './commands/sink.ts';
 
 program
   .command('serve')
@@ -159,5 +160,6 @@ registerMessageCommands(program);
 registerSuppressionCommands(program);
 registerAuditCommands(program);
 registerQueueCommands(program);
+registerSinkCommand(program);
 
 await runCommandLine(process.argv);
