@@ -52,7 +52,7 @@ export interface QueueActionsOptions {
   /** Builds the DSN of a bounce-now (compose/bounces.ts's BounceComposer); no DSN without it. */
   finalFailures?: FinalFailureHandler;
   clock?: () => number;
-  /** After a retry or release made mail due: wake a runner in this process. */
+  /** After a retry or release made mail due, or a bounce queued DSNs: wake a runner in this process. */
   onDue?: () => void;
 }
 
@@ -121,7 +121,8 @@ export class QueueActions {
       };
     });
     const changed = recipients.filter((r) => r.result === 'done').length;
-    if (changed > 0 && (action === 'retry' || action === 'release')) this.#o.onDue?.();
+    // Retry and release made mail due; a bounce queued DSNs.
+    if (changed > 0 && (action === 'retry' || action === 'release' || action === 'bounce')) this.#o.onDue?.();
     return { action, messageId: ref.messageId, messageRemoved, changed, refused: recipients.length - changed, recipients };
   }
 

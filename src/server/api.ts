@@ -15,6 +15,8 @@ import { messageRoutes } from './routes/messages.ts';
 import { eventRoutes } from './routes/events.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
 import { metricsRoutes, type MetricsDeps } from './routes/metrics.ts';
+import { queueActionRoutes } from './routes/queue-actions.ts';
+import type { QueueActions } from '../queue/operator-actions.ts';
 
 export interface ApiDeps {
   domains: SenderDomains;
@@ -29,6 +31,8 @@ export interface ApiDeps {
   /** Shown in /openapi.json. */
   version: string;
   metrics: MetricsDeps;
+  /** Operators' retry/hold/release/delete/bounce (server/queue-actions.ts builds it). */
+  queueActions: QueueActions;
 }
 
 export async function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
@@ -39,4 +43,5 @@ export async function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): Pr
   await app.register(eventRoutes({ store: deps.store }));
   await app.register(webhookRoutes({ webhooks: deps.webhooks }));
   await app.register(metricsRoutes(deps.metrics));
+  await app.register(queueActionRoutes({ actions: deps.queueActions }));
 }

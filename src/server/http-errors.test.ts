@@ -22,6 +22,7 @@ import { buildHttpServer } from './http.ts';
 import { registerApiRoutes } from './api.ts';
 import { IntakeMetrics } from './metrics.ts';
 import { routesOf, type RouteEntry } from './http-errors.ts';
+import { QueueActions } from '../queue/operator-actions.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -47,6 +48,7 @@ before(async () => {
     webhooks: new Webhooks(data.store, { lookup: resolverLookup(resolver) }),
     version: 'test',
     metrics: { intake: new IntakeMetrics(data.store), delivery: async () => null },
+    queueActions: new QueueActions({ store: data.store }),
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;

@@ -30,6 +30,7 @@ import { policySourcesFrom, resolverFrom } from './wiring.ts';
 import { startDeliveryThread, type DeliveryThread } from './delivery-thread.ts';
 import { IntakeMetrics } from './metrics.ts';
 import { readiness } from './health.ts';
+import { queueActionsFrom } from './queue-actions.ts';
 
 /** How long /healthz and /metrics wait for the delivery thread's answer. */
 const DELIVERY_STATUS_TIMEOUT_MS = 2_000;
@@ -114,6 +115,7 @@ export async function startServer({ config, logger }: ServeOptions): Promise<Run
       webhooks: new Webhooks(store, { lookup: resolverLookup(resolver), allowLoopback: config.webhooks.allowLoopback }),
       onQueued: () => delivery?.nudge(),
       version: lacreVersion(),
+      queueActions: queueActionsFrom(store, config, () => delivery?.nudge()),
       metrics: {
         intake: metrics,
         delivery: async () => {
