@@ -1,27 +1,19 @@
 // The CLI as operators run it: real processes, real data dirs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { openTempData, tempDir } from '../../test/harness/temp-data.ts';
+import { LACRE_BIN, runLacreSync } from '../../test/harness/lacre-cli.ts';
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 
-function lacre(args: string[], env: Record<string, string>) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    env: { ...process.env, LACRE_CONFIG: '', ...env },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const lacre = runLacreSync;
 
 test('serve answers /healthz on its HTTP port and stops cleanly on SIGTERM', async () => {
   const dataDir = tempDir();
-  const child = spawn(process.execPath, [bin, 'serve'], {
+  const child = spawn(process.execPath, [LACRE_BIN, 'serve'], {
     // Every listener on a free port, so parallel tests never collide (submission defaults to 1587/1465).
     env: {
       ...process.env,

@@ -1,16 +1,14 @@
 // `lacre domains …` as operators run it: a real process, a real data dir, DNS from the harness.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
 import { publishRecords } from '../../test/harness/sender-domain.ts';
 import { tempDir } from '../../test/harness/temp-data.ts';
+import { runLacre } from '../../test/harness/lacre-cli.ts';
 
 /** Selectors carry the year they were made in. */
 const Y = new Date().getUTCFullYear();
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 let dns: FakeDnsServer;
 before(async () => {
   dns = await FakeDnsServer.start();
@@ -20,24 +18,8 @@ after(async () => {
 });
 
 // Asynchronous: the fake DNS server in this process must keep answering while the CLI runs.
-function lacre(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], {
-      env: { ...process.env, LACRE_CONFIG: '', LACRE_DNS_SERVERS: dns.address, LACRE_DNS_TIMEOUT: '1s', LACRE_HOSTNAME: 'mta.lacre.test', USER: 'tester', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const lacre = (args: string[], env: Record<string, string>) =>
+  runLacre(args, { LACRE_DNS_SERVERS: dns.address, LACRE_DNS_TIMEOUT: '1s', LACRE_HOSTNAME: 'mta.lacre.test', USER: 'tester', ...env });
 
 test('domains add --json prints every record; verify exits 1 until they are published, then 0', async () => {
   const env = { LACRE_DATA_DIR: tempDir() };

@@ -1,21 +1,12 @@
 // `lacre keys …` as operators run it: real processes, a real data dir.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { openTempData, tempDir } from '../../test/harness/temp-data.ts';
 import { ApiKeys } from '../access/api-keys.ts';
+import { runLacreSync } from '../../test/harness/lacre-cli.ts';
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 
-function lacre(args: string[], env: Record<string, string>) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    env: { ...process.env, LACRE_CONFIG: '', USER: 'tester', SUDO_USER: '', ...env },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const lacre = (args: string[], env: Record<string, string>) => runLacreSync(args, { USER: 'tester', SUDO_USER: '', ...env });
 
 test('keys create --json prints exactly one JSON document with a 32-hex API key and secret key that authenticate', async () => {
   const dataDir = tempDir();

@@ -3,16 +3,11 @@
 // log can be read and changed. Real processes over a real data dir.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { openTempData } from '../../test/harness/temp-data.ts';
+import { runLacreSync } from '../../test/harness/lacre-cli.ts';
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 
-function lacre(args: string[], env: Record<string, string>) {
-  const result = spawnSync(process.execPath, [bin, ...args], { env: { ...process.env, LACRE_CONFIG: '', ...env }, encoding: 'utf8', timeout: 30_000 });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const lacre = runLacreSync;
 const json = (r: ReturnType<typeof lacre>) => {
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout);

@@ -3,30 +3,20 @@
 // LACRE_DEBUG=1, and nothing created or changed on the way.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { tempDir } from '../../test/harness/temp-data.ts';
 import { ENV_SETTINGS } from '../config/load.ts';
+import { runLacreSync } from '../../test/harness/lacre-cli.ts';
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 // Free ports for every listener, so a serve that does start never collides with another test.
 const quiet = { LACRE_HTTP_PORT: '0', LACRE_SUBMISSION_PORT: '0', LACRE_SUBMISSION_TLS_PORT: '0', LACRE_HOSTNAME: 'mail.example.com' };
 
-function lacre(args: string[], env: Record<string, string>, cwd?: string) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    env: { ...process.env, LACRE_CONFIG: '', LACRE_DEBUG: '', ...env },
-    encoding: 'utf8',
-    timeout: 30_000,
-    cwd,
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const lacre = (args: string[], env: Record<string, string>, cwd?: string) => runLacreSync(args, env, { cwd });
 
 /** Exit 2, exactly one `lacre:` line matching, and no stack frame. */
 function assertOneLine(result: ReturnType<typeof lacre>, pattern: RegExp, code = 2) {

@@ -2,14 +2,12 @@
 // the AD bit, TLSA records and an MTA-STS policy over HTTPS, and printing the plan with evidence.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
 import { TestCA } from '../../test/harness/ca.ts';
 import { MtaStsHttpsServer, formatMtaStsPolicy } from '../../test/harness/https-server.ts';
 import { tempDir } from '../../test/harness/temp-data.ts';
+import { runLacre } from '../../test/harness/lacre-cli.ts';
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 let dns: FakeDnsServer;
 let ca: TestCA;
 let https: MtaStsHttpsServer;
@@ -41,35 +39,17 @@ after(async () => {
   await dns.close();
 });
 
-function lacre(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], {
-      env: {
-        ...process.env,
-        LACRE_CONFIG: '',
-        LACRE_DATA_DIR: tempDir(),
-        LACRE_DNS_SERVERS: dns.address,
-        LACRE_DNS_TIMEOUT: '1s',
-        LACRE_DNSSEC_TRUST_AD: '1',
-        LACRE_CA_FILE: caFile,
-        LACRE_MTA_STS_PORT: String(https.port),
-        LACRE_HOSTNAME: 'mta.lacre.test',
-        ...env,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
+const lacre = (args: string[], env: Record<string, string> = {}) =>
+  runLacre(args, {
+    LACRE_DATA_DIR: tempDir(),
+    LACRE_DNS_SERVERS: dns.address,
+    LACRE_DNS_TIMEOUT: '1s',
+    LACRE_DNSSEC_TRUST_AD: '1',
+    LACRE_CA_FILE: caFile,
+    LACRE_MTA_STS_PORT: String(https.port),
+    LACRE_HOSTNAME: 'mta.lacre.test',
+    ...env,
   });
-}
 
 test('policy show --json: DANE with its TLSA records and the AD bit, ahead of MTA-STS', async () => {
   const out = await lacre(['policy', 'show', 'dane.test', '--json']);

@@ -4,23 +4,15 @@
 // the sender as a DSN; a delete leaves nothing; the server keeps serving and delivering throughout.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { startSmtpSink } from '../../test/harness/smtp-sink.ts';
 import { startServeProcess, getStatus } from '../../test/harness/serve-process.ts';
 import { openTempData, tempDir } from '../../test/harness/temp-data.ts';
 import { waitFor } from '../../test/harness/wait.ts';
+import { runLacre } from '../../test/harness/lacre-cli.ts';
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 
 /** Runs the CLI without blocking this process: the sinks live here and must keep answering. */
-function lacre(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { env: { ...process.env, LACRE_CONFIG: '', ...env }, encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
+const lacre = runLacre;
 
 test('queue hold, release, bounce and delete from the CLI beside a running server', { timeout: 120_000 }, async () => {
   // The destination defers every recipient until `accepting`; the sender's own sink takes DSNs.

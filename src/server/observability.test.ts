@@ -4,10 +4,8 @@
 // and delivering, under the new key, with no restart.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TestCA } from '../../test/harness/ca.ts';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
 import { startSmtpSink, type SmtpSink } from '../../test/harness/smtp-sink.ts';
@@ -19,9 +17,9 @@ import { Resolver } from '../dns/resolver.ts';
 import { ApiKeys } from '../access/api-keys.ts';
 import { SenderDomains } from '../domains/sender-domains.ts';
 import { masterKeyPath } from '../sealing/keyring.ts';
+import { runLacre } from '../../test/harness/lacre-cli.ts';
 
 const HOSTNAME = 'mta.lacre.test';
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 
 let ca: TestCA;
 let dns: FakeDnsServer;
@@ -97,21 +95,7 @@ async function scrape(): Promise<Map<string, number>> {
   return samples;
 }
 
-function lacreCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, LACRE_CONFIG: '', LACRE_DATA_DIR: dataDir } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const lacreCli = (args: string[]) => runLacre(args, { LACRE_DATA_DIR: dataDir }, { timeoutMs: 60_000 });
 
 async function health(): Promise<{ status: number; body: { status: string; checks: Record<string, string> } }> {
   const response = await fetch(`${serve!.url}/healthz`);

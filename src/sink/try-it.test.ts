@@ -4,18 +4,17 @@
 // leaves the machine; the README's reserved .test names need no answers from it.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { FakeDnsServer } from '../../test/harness/dns-server.ts';
 import { tempDir } from '../../test/harness/temp-data.ts';
 import { startServeProcess, type ServeProcess } from '../../test/harness/serve-process.ts';
 import { waitFor } from '../../test/harness/wait.ts';
+import { LACRE_BIN, runLacreSync } from '../../test/harness/lacre-cli.ts';
 import type { SunkMessage } from './smtp-sink.ts';
 
-const bin = fileURLToPath(new URL('../../bin/lacre.js', import.meta.url));
 const dir = tempDir();
 const env = { ...process.env, LACRE_CONFIG: '', LACRE_DATA_DIR: join(dir, 'data') };
 let sink: ChildProcess | undefined;
@@ -28,15 +27,12 @@ after(async () => {
   await dns?.close();
 });
 
-function lacre(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const lacre = (args: string[]) => runLacreSync(args, { LACRE_DATA_DIR: env.LACRE_DATA_DIR }, { timeoutMs: 60_000 });
 
 test('try it on one machine: sink, key, forced domain, serve with a route, one send, delivered over TLS', async () => {
   dns = await FakeDnsServer.start();
   const log = join(dir, 'sink.jsonl');
-  sink = spawn(process.execPath, [bin, 'sink', '--port', '0', '--json-log', log], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  sink = spawn(process.execPath, [LACRE_BIN, 'sink', '--port', '0', '--json-log', log], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let sinkOut = '';
   sink.stdout!.on('data', (c) => (sinkOut += c));
   const listening = await waitFor(() => (sinkOut.includes('\n') ? (JSON.parse(sinkOut.split('\n')[0]) as { port: number; certificateSha256: string }) : null), {
@@ -88,7 +84,7 @@ test('try it on one machine: sink, key, forced domain, serve with a route, one s
 });
 
 test('lacre sink refuses a port in use with one line naming --port', async () => {
-  const blocker = spawn(process.execPath, [bin, 'sink', '--port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const blocker = spawn(process.execPath, [LACRE_BIN, 'sink', '--port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     let out = '';
     blocker.stdout!.on('data', (c) => (out += c));
